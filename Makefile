@@ -1,0 +1,28 @@
+# `make run`: set up everything on a fresh machine and start LlamaGate (web + worker).
+# `make test`: set up everything and run the whole test suite.
+VENV ?= .venv
+PYTHON ?= python3
+INSTALLED := $(VENV)/.installed
+
+.PHONY: install services run test bench clean
+
+$(INSTALLED): setup.cfg pyproject.toml
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing LlamaGate and its dependencies into $(VENV) (the first time takes several minutes)"
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -e '.[test]'
+	@touch $@
+
+install: $(INSTALLED)
+
+services:
+	@scripts/ensure-services.sh
+
+run: install services
+	@scripts/run.sh
+
+test: install services
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) *.egg-info

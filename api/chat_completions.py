@@ -1,0 +1,235 @@
+"""Serving a chat completion: admission, dispatch to a worker, and the response (whole or streamed).
+
+Everything that can be refused is refused before the job is queued: unknown model, no live
+worker, a prompt that does not fit the context. Once queued, a ChatCompletionRun owns the job
+until it ends, and cancels it if the client leaves first.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable, Iterator, Optional
+
+import gevent
+import jinja2
+import redis
+
+from api import metrics
+from api.completion_format import SSE_DONE, SSE_KEEPALIVE, ChunkWriter, chat_completion, sse_data
+from api.job_stream import ClientDisconnected, JobStream
+from api.runtime import Runtime
+from api.schemas.chat import ChatCompletionRequest
+from broker.cancellation import request_cancel
+from broker.contracts import EventKind, GenerationJob, SamplingParams
+from broker.naming import chat_actor, chat_queue
+from broker.rabbitmq import EnqueueError, build_job_message
+from shared.errors import (ContextLengthExceededError, InvalidRequestError, LlamaGateError,
+                           ModelNotFoundError, ModelUnavailableError, ServiceUnavailableError)
+from shared.registry import ModelSpec
+
+log = logging.getLogger(__name__)
+
+WORKER_POLL_INTERVAL = 0.1  # seconds between looks at the directory while waiting for a worker
+
+
+def start_chat_completion(runtime: Runtime, request: ChatCompletionRequest, request_id: str,
+                          client_gone: Callable[[], bool]) -> "ChatCompletionRun":
+    """Admit and enqueue a request; raises a LlamaGateError for anything that cannot be served."""
+    received_at = time.monotonic()
+    settings = runtime.settings
+    spec = runtime.registry.get(request.model)
+    if spec is None:
+        raise ModelNotFoundError(request.model)
+    if not spec.supports("chat"):
+        raise InvalidRequestError(f"The model `{spec.id}` does not support chat completions.", param="model")
+    if request.n > settings.max_choices:
+        raise InvalidRequestError(f"Invalid 'n': at most {settings.max_choices} choices per request.", param="n")
+    await_live_worker(runtime, spec.id)
+    prompt_tokens = count_prompt_tokens(runtime, spec, request)
+    max_tokens = resolve_max_tokens(spec, prompt_tokens, request.max_tokens, settings.default_max_tokens)
+    if not runtime.router.wait_subscribed(1.0):
+        raise ServiceUnavailableError("The token stream is unavailable (Redis); please retry.")
+
+    now = time.time()
+    job = GenerationJob(
+        request_id=request_id, model=spec.id, messages=tuple(request.messages),
+        sampling=SamplingParams(temperature=request.temperature, top_p=request.top_p, max_tokens=max_tokens,
+                                stop=request.stop, seed=request.seed,
+                                presence_penalty=request.presence_penalty,
+                                frequency_penalty=request.frequency_penalty),
+        reply_to=runtime.router.channel, n=request.n, enqueued_at=now,
+        start_by=now + settings.queue_timeout,
+        deadline=now + settings.queue_timeout + settings.generation_timeout,
+        prompt_tokens=prompt_tokens)
+    events = runtime.router.register(request_id)  # subscribed before the job can produce anything
+    message = build_job_message(chat_queue(spec.id), chat_actor(spec.id), job.to_payload(),
+                                max_age_ms=int(settings.queue_timeout * 1000))
+    try:
+        runtime.broker.enqueue(message)
+    except EnqueueError as exc:
+        runtime.router.unregister(request_id)
+        log.error("enqueue failed", extra={"error": str(exc)})
+        raise ServiceUnavailableError("The job queue is unavailable; please retry.") from None
+    stream = JobStream(job, events, runtime.directory, tick=min(1.0, settings.keepalive_interval),
+                       worker_wait_timeout=settings.worker_wait_timeout, client_gone=client_gone)
+    return ChatCompletionRun(runtime, request, job, stream, received_at)
+
+
+def await_live_worker(runtime: Runtime, model_id: str) -> None:
+    """Wait (boundedly) until a live worker serves `model_id`; 503 if none shows up in time."""
+    deadline = time.monotonic() + runtime.settings.worker_wait_timeout
+    while True:
+        if runtime.directory.fresh and runtime.directory.workers_for(model_id):
+            return
+        if time.monotonic() >= deadline:
+            raise ModelUnavailableError(f"No worker is serving the model `{model_id}` right now; "
+                                        "please retry later.")
+        gevent.sleep(WORKER_POLL_INTERVAL)
+
+
+def count_prompt_tokens(runtime: Runtime, spec: ModelSpec, request: ChatCompletionRequest) -> int:
+    try:
+        return len(runtime.tokenizer(spec).prompt_ids(request.messages))
+    except jinja2.TemplateError as exc:
+        # Chat templates reject some conversations (e.g. roles that do not alternate).
+        raise InvalidRequestError(f"The model's chat template rejected these messages: {exc}",
+                                  param="messages") from None
+
+
+def resolve_max_tokens(spec: ModelSpec, prompt_tokens: int, requested: Optional[int], default: int) -> int:
+    """The completion budget: as requested if it fits the context, else a default bounded by it."""
+    room = spec.context_length - prompt_tokens
+    if room < 1 or (requested is not None and requested > room):
+        wanted = prompt_tokens + (requested or 1)
+        raise ContextLengthExceededError(
+            f"This model's maximum context length is {spec.context_length} tokens. However, you requested "
+            f"{wanted} tokens ({prompt_tokens} in the messages, {requested or 1} in the completion). "
+            "Please reduce the length of the messages or completion.", param="messages")
+    return requested if requested is not None else min(default, room)
+
+
+class ChatCompletionRun:
+    """One enqueued chat completion, from its job's first event to its end."""
+
+    def __init__(self, runtime: Runtime, request: ChatCompletionRequest, job: GenerationJob,
+                 stream: JobStream, received_at: float):
+        self.runtime = runtime
+        self.request = request
+        self.job = job
+        self.stream = stream
+        self.received_at = received_at
+        self.created = int(time.time())
+        self.outcome = "ok"
+        self._first_text_at: Optional[float] = None
+        self._closed = False
+
+    def wait_started(self) -> None:
+        """Block until a worker has admitted the job (so queueing errors still get a real status)."""
+        try:
+            for event in self.stream.events():
+                if event is not None and event.kind == EventKind.STARTED:
+                    return
+        except BaseException as exc:
+            self._record_failure(exc)
+            self.close()
+            raise
+
+    def result(self) -> dict:
+        """The whole `chat.completion` object, once the job is done."""
+        n = self.request.n
+        texts: list[list[str]] = [[] for _ in range(n)]
+        finish_reasons: list[Optional[str]] = [None] * n
+        try:
+            for event in self.stream.events():
+                if event is None:
+                    continue
+                if event.kind == EventKind.DELTA:
+                    self._saw_text()
+                    texts[event.index].append(event.text)
+                elif event.kind == EventKind.FINISH:
+                    finish_reasons[event.index] = event.finish_reason
+        except BaseException as exc:
+            self._record_failure(exc)
+            raise
+        finally:
+            self.close()
+        return chat_completion(self.job.request_id, self.created, self.job.model,
+                               ["".join(parts) for parts in texts], finish_reasons, self.stream.usage or {})
+
+    def sse(self) -> Iterator[bytes]:
+        """The response as server-sent events; errors after the first byte become an error event."""
+        writer = ChunkWriter(self.job.request_id, self.created, self.job.model, self.request.include_usage)
+        keepalive = self.runtime.settings.keepalive_interval
+        metrics.OPEN_STREAMS.inc()
+        try:
+            last_write = time.monotonic()
+            yield b"".join(writer.role(index) for index in range(self.request.n))
+            for event in self.stream.events():
+                if event is None:
+                    if time.monotonic() - last_write >= keepalive:
+                        last_write = time.monotonic()
+                        yield SSE_KEEPALIVE  # keeps proxies from closing, and reveals a gone client
+                    continue
+                if event.kind == EventKind.DELTA:
+                    self._saw_text()
+                    chunk = writer.content(event.index, event.text)
+                elif event.kind == EventKind.FINISH:
+                    chunk = writer.finish(event.index, event.finish_reason or "stop")
+                elif event.kind == EventKind.DONE and self.request.include_usage:
+                    chunk = writer.usage(event.usage or {})
+                else:
+                    continue
+                last_write = time.monotonic()
+                yield chunk
+            yield SSE_DONE
+        except ClientDisconnected:
+            self._record_failure(ClientDisconnected())
+        except LlamaGateError as exc:
+            self._record_failure(exc)
+            yield sse_data(exc.to_dict())
+            yield SSE_DONE
+        except GeneratorExit:
+            # gunicorn closes the response iterator when a write to the client fails.
+            self._record_failure(ClientDisconnected())
+            raise
+        finally:
+            metrics.OPEN_STREAMS.dec()
+            self.close()
+
+    def close(self) -> None:
+        """Release the request's subscription; cancel the job if it has not ended. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self.runtime.router.unregister(self.job.request_id)
+        if not self.stream.finished:
+            try:
+                request_cancel(self.runtime.redis, self.job.request_id)
+            except redis.RedisError:
+                log.warning("could not send the cancel; the job ends at its deadline")
+        self._record_end()
+
+    def _saw_text(self) -> None:
+        if self._first_text_at is None:
+            self._first_text_at = time.monotonic()
+            metrics.TIME_TO_FIRST_TOKEN.labels(self.job.model).observe(self._first_text_at - self.received_at)
+
+    def _record_failure(self, exc: BaseException) -> None:
+        if isinstance(exc, ClientDisconnected):
+            self.outcome = "client_disconnected"
+        elif isinstance(exc, LlamaGateError):
+            self.outcome = exc.code or exc.type
+        else:
+            self.outcome = type(exc).__name__
+
+    def _record_end(self) -> None:
+        usage = self.stream.usage or {}
+        if usage:
+            metrics.PROMPT_TOKENS.labels(self.job.model).inc(usage.get("prompt_tokens", 0))
+            metrics.COMPLETION_TOKENS.labels(self.job.model).inc(usage.get("completion_tokens", 0))
+        log.info("chat completion ended", extra={
+            "model": self.job.model, "stream": self.request.stream, "outcome": self.outcome,
+            "worker_id": self.stream.worker_id, "usage": usage,
+            "seconds": round(time.monotonic() - self.received_at, 4),
+            "ttft_s": round(self._first_text_at - self.received_at, 4) if self._first_text_at else None})

@@ -1,0 +1,78 @@
+"""What one web process holds for its whole life: connections, the worker directory, tokenizers.
+
+Built by `create_app` and started lazily on the first request, after gunicorn has forked the
+process and gevent has patched it (greenlets and sockets must belong to the serving process).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Optional
+
+import gevent
+import redis
+
+from broker.event_router import EventRouter
+from broker.publisher import PooledRabbitmqBroker
+from broker.worker_directory import WorkerDirectory
+from shared.chat_tokenizer import ChatTokenizer
+from shared.registry import ModelRegistry, ModelSpec
+from shared.settings import Settings
+from shared.tokenizer_cache import prepare_tokenizer
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    def __init__(self, settings: Settings, registry: Optional[ModelRegistry] = None):
+        self.settings = settings
+        self.registry = registry or ModelRegistry.load(settings.models_file)
+        self.instance_id = uuid.uuid4().hex[:12]
+        self.redis = redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(
+            settings.redis_url, max_connections=settings.redis_max_connections, timeout=2.0,
+            socket_timeout=5.0, socket_connect_timeout=2.0))
+        self.broker = PooledRabbitmqBroker(url=settings.broker_url, pool_size=settings.publisher_pool_size,
+                                           enqueue_timeout=settings.enqueue_timeout)
+        self.router = EventRouter(settings.redis_url, self.instance_id)
+        self.directory = WorkerDirectory(self.redis, interval=1.0)
+        self._tokenizers: dict[str, ChatTokenizer] = {}
+        self._greenlets: list[gevent.Greenlet] = []
+        self.started = False
+
+    def start(self) -> None:
+        if self.started:
+            return
+        self.started = True
+        try:
+            self.directory.refresh()  # so the very first request already sees the live workers
+        except redis.RedisError as exc:
+            log.warning("worker directory unavailable at start", extra={"error": repr(exc)})
+        self.prepare_tokenizers()
+        self.router.start()
+        self.broker.start_keepalive()
+        self._greenlets.append(gevent.spawn(self.directory.run_forever, gevent.sleep))
+        log.info("web process started", extra={"instance_id": self.instance_id})
+
+    def stop(self) -> None:
+        self.router.stop()
+        for greenlet in self._greenlets:
+            greenlet.kill()
+        self.broker.close()
+
+    def tokenizer(self, spec: ModelSpec) -> ChatTokenizer:
+        """The model's tokenizer, loaded once per process from the local cache."""
+        tokenizer = self._tokenizers.get(spec.id)
+        if tokenizer is None:
+            tokenizer = ChatTokenizer.from_directory(prepare_tokenizer(spec.tokenizer, self.settings.cache_dir))
+            self._tokenizers[spec.id] = tokenizer
+        return tokenizer
+
+    def prepare_tokenizers(self) -> None:
+        """Load every chat model's tokenizer now, so no request pays for it."""
+        for spec in self.registry:
+            if spec.supports("chat"):
+                try:
+                    self.tokenizer(spec)
+                except (OSError, ValueError) as exc:
+                    log.warning("tokenizer unavailable", extra={"model": spec.id, "error": repr(exc)})

@@ -1,0 +1,145 @@
+"""The wire contract between the API and the workers, defined once and imported by both sides.
+
+Jobs travel API -> worker through RabbitMQ (as the single argument of a dramatiq message).
+Job events travel worker -> API through Redis pub/sub, on the channel of the web process that
+holds the client's connection. Both carry a version so that a rolling deploy can tell when the
+other side speaks a different contract instead of misreading it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import orjson
+
+CONTRACT_VERSION = 1
+
+
+class ContractError(ValueError):
+    """A message that does not follow this contract version."""
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingParams:
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = 16
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationJob:
+    """One chat completion request, as a worker receives it."""
+
+    request_id: str
+    model: str
+    messages: tuple[dict[str, Any], ...]
+    sampling: SamplingParams
+    reply_to: str  # the Redis channel of the web process waiting for this job's events
+    n: int = 1
+    enqueued_at: float = 0.0  # unix time
+    start_by: float = 0.0  # unix time after which no worker should start the job: its client gave up
+    deadline: float = 0.0  # unix time by which generation must have ended
+    prompt_tokens: int | None = None  # as counted by the API; the worker counts again with its engine
+    version: int = CONTRACT_VERSION
+
+    def to_payload(self) -> dict[str, Any]:
+        payload = asdict(self)
+        payload["sampling"]["stop"] = list(self.sampling.stop)
+        payload["messages"] = list(self.messages)
+        return payload
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> "GenerationJob":
+        if payload.get("version") != CONTRACT_VERSION:
+            raise ContractError(f"job contract version {payload.get('version')!r} is not {CONTRACT_VERSION}")
+        try:
+            sampling = dict(payload["sampling"])
+            sampling["stop"] = tuple(sampling.get("stop") or ())
+            return cls(**{**payload, "messages": tuple(payload["messages"]),
+                          "sampling": SamplingParams(**sampling)})
+        except (KeyError, TypeError) as exc:
+            raise ContractError(f"malformed job: {exc}") from exc
+
+
+class EventKind:
+    STARTED = "started"  # a worker admitted the job (carries worker_id)
+    DELTA = "delta"  # generated text for one choice
+    FINISH = "finish"  # one choice ended (carries finish_reason)
+    DONE = "done"  # the whole job ended (carries usage); always the last event
+    ERROR = "error"  # the job failed (carries an OpenAI error body); always the last event
+
+
+TERMINAL_KINDS = frozenset({EventKind.DONE, EventKind.ERROR})
+
+
+@dataclass(slots=True)
+class JobEvent:
+    """One event of one job. `seq` counts from 0 within an attempt, with no gaps."""
+
+    request_id: str
+    kind: str
+    seq: int
+    attempt: int = 1
+    index: int = 0
+    text: str = ""
+    tokens: int = 0
+    finish_reason: str | None = None
+    usage: dict[str, int] | None = None
+    error: dict[str, Any] | None = None
+    status: int | None = None
+    worker_id: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        wire: dict[str, Any] = {"r": self.request_id, "k": self.kind, "s": self.seq, "a": self.attempt}
+        if self.index:
+            wire["i"] = self.index
+        if self.text:
+            wire["t"] = self.text
+        if self.tokens:
+            wire["n"] = self.tokens
+        if self.finish_reason is not None:
+            wire["f"] = self.finish_reason
+        if self.usage is not None:
+            wire["u"] = self.usage
+        if self.error is not None:
+            wire["e"] = self.error
+        if self.status is not None:
+            wire["c"] = self.status
+        if self.worker_id is not None:
+            wire["w"] = self.worker_id
+        return wire
+
+    @classmethod
+    def from_wire(cls, wire: dict[str, Any]) -> "JobEvent":
+        return cls(request_id=wire["r"], kind=wire["k"], seq=wire["s"], attempt=wire.get("a", 1),
+                   index=wire.get("i", 0), text=wire.get("t", ""), tokens=wire.get("n", 0),
+                   finish_reason=wire.get("f"), usage=wire.get("u"), error=wire.get("e"),
+                   status=wire.get("c"), worker_id=wire.get("w"))
+
+
+def encode_event_batch(events: list[JobEvent]) -> bytes:
+    """One pub/sub message carries every event of one generation step for one web process."""
+    return orjson.dumps({"v": CONTRACT_VERSION, "events": [e.to_wire() for e in events]})
+
+
+def decode_event_batch(data: bytes) -> list[JobEvent]:
+    try:
+        batch = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise ContractError(f"undecodable event batch: {exc}") from exc
+    if not isinstance(batch, dict) or batch.get("v") != CONTRACT_VERSION:
+        raise ContractError(f"event batch version {batch.get('v') if isinstance(batch, dict) else None!r} "
+                            f"is not {CONTRACT_VERSION}")
+    try:
+        return [JobEvent.from_wire(wire) for wire in batch["events"]]
+    except (KeyError, TypeError) as exc:
+        raise ContractError(f"malformed event: {exc}") from exc

@@ -1,0 +1,81 @@
+"""The engine interface: what the generation loop needs from anything that generates tokens.
+
+An engine owns one model and a batch of running sequences. The loop calls every method from one
+thread (the loop's own), so engines need no locks: `add` queues a request, `step` advances every
+running sequence by (at least) one token and admits queued requests as capacity allows, `abort`
+frees a request's sequences at once.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from broker.contracts import SamplingParams
+from shared.chat_tokenizer import ChatTokenizer
+from shared.registry import ModelSpec
+from shared.settings import Settings
+
+
+@dataclass(frozen=True)
+class EngineRequest:
+    request_id: str
+    prompt_ids: list[int]
+    sampling: SamplingParams
+    n: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ChoiceOutput:
+    """What one step produced for one choice of one request."""
+
+    request_id: str
+    index: int
+    text: str = ""
+    tokens: int = 0  # tokens generated in this step
+    finish_reason: str | None = None  # "stop" or "length" once the choice has ended
+
+
+class Engine(ABC):
+    name: ClassVar[str]
+
+    def __init__(self, spec: ModelSpec, settings: Settings, tokenizer: ChatTokenizer):
+        self.spec = spec
+        self.settings = settings
+        self.tokenizer = tokenizer
+        self.max_sequences = settings.max_batch_size
+
+    @abstractmethod
+    def load(self) -> None:
+        """Load the model (once per worker process); may take a while and should log progress."""
+
+    def prompt_ids(self, messages: tuple[dict[str, Any], ...]) -> list[int]:
+        """The prompt tokens for a conversation, rendered with the model's own chat template."""
+        return self.tokenizer.prompt_ids(messages)
+
+    @abstractmethod
+    def add(self, request: EngineRequest) -> None:
+        """Queue a request; it joins the running batch on a coming step."""
+
+    @abstractmethod
+    def abort(self, request_id: str) -> None:
+        """Drop a request, queued or running, and free its batch slots now. Unknown ids are ignored."""
+
+    @abstractmethod
+    def step(self) -> list[ChoiceOutput]:
+        """Advance the batch: admit queued requests, generate the next token of every running choice."""
+
+    @property
+    @abstractmethod
+    def running(self) -> int:
+        """Sequences in the running batch."""
+
+    @property
+    @abstractmethod
+    def queued(self) -> int:
+        """Requests added but not yet running."""
+
+    @property
+    def has_work(self) -> bool:
+        return self.running > 0 or self.queued > 0

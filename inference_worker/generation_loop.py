@@ -1,0 +1,271 @@
+"""The generation loop: one thread that owns an engine and everything it runs.
+
+dramatiq's actor threads, the cancel listener and the announcer never touch the engine; they
+post to this loop's inbox. Each iteration admits new jobs, applies cancellations and deadlines,
+runs one engine step for the whole batch, and publishes that step's events in one Redis round
+trip. The loop's tick time tells the announcer whether it is alive.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import redis
+
+from broker.contracts import EventKind, GenerationJob, JobEvent
+from broker.event_publisher import EventPublisher
+from broker.naming import cancel_key
+from inference_worker import metrics
+from inference_worker.engines.base import ChoiceOutput, Engine, EngineRequest
+from shared.errors import ContextLengthExceededError, InvalidRequestError, LlamaGateError, RequestTimeoutError, ServerError
+from shared.structured_logging import request_id_var
+
+log = logging.getLogger(__name__)
+
+IDLE_WAIT = 0.5  # seconds the loop sleeps on its inbox when it has nothing to do
+CANCEL_SWEEP_INTERVAL = 2.0  # seconds between checks of cancel keys (backs up missed pub/sub cancels)
+
+
+@dataclass
+class ActiveJob:
+    job: GenerationJob
+    attempt: int
+    done: threading.Event
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    next_seq: int = 0
+    finished_choices: int = 0
+    emitted_text: bool = False
+    admitted_at: float = field(default_factory=time.monotonic)
+    first_token_at: Optional[float] = None
+
+    def event(self, kind: str, **fields) -> JobEvent:
+        event = JobEvent(request_id=self.job.request_id, kind=kind, seq=self.next_seq,
+                         attempt=self.attempt, **fields)
+        self.next_seq += 1
+        return event
+
+
+class GenerationLoop:
+    def __init__(self, engine: Engine, publisher: EventPublisher, redis_client: redis.Redis,
+                 worker_id: str):
+        self.engine = engine
+        self.publisher = publisher
+        self.redis = redis_client
+        self.worker_id = worker_id
+        self.model = engine.spec.id
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._jobs: dict[str, ActiveJob] = {}
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"generation-loop-{self.model}", daemon=True)
+        self._last_cancel_sweep = 0.0
+        self.last_tick = time.monotonic()
+
+    # --- called from other threads -------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopping.set()
+        self._inbox.put(("wake", None))
+        self._thread.join(timeout)
+
+    def submit(self, job: GenerationJob, attempt: int) -> threading.Event:
+        """Hand a job to the loop; the returned event is set once the job has ended, however it ended."""
+        done = threading.Event()
+        self._inbox.put(("job", ActiveJob(job, attempt, done)))
+        return done
+
+    def cancel(self, request_id: str) -> None:
+        self._inbox.put(("cancel", request_id))
+
+    def seconds_since_tick(self) -> float:
+        return time.monotonic() - self.last_tick
+
+    # --- the loop thread -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self.last_tick = time.monotonic()
+            self._drain_inbox(block=not self.engine.has_work)
+            self._enforce_deadlines()
+            self._sweep_cancellations()
+            if not self.engine.has_work:
+                continue
+            started = time.monotonic()
+            try:
+                outputs = self.engine.step()
+            except Exception:  # noqa: BLE001 - the loop must survive any engine failure
+                log.exception("engine step failed; failing the batch", extra={"model": self.model})
+                self._fail_all(ServerError("The model failed while generating this response."))
+                continue
+            metrics.STEP_SECONDS.labels(self.model).observe(time.monotonic() - started)
+            metrics.BATCH_SIZE.labels(self.model).set(self.engine.running)
+            metrics.QUEUED_IN_ENGINE.labels(self.model).set(self.engine.queued)
+            self._publish(self._events_for(outputs))
+        self._fail_all(RequestTimeoutError("The worker is shutting down."))
+
+    def _drain_inbox(self, block: bool) -> None:
+        started_events: list[JobEvent] = []
+        try:
+            item = self._inbox.get(timeout=IDLE_WAIT) if block else self._inbox.get_nowait()
+            while True:
+                kind, value = item
+                if kind == "job":
+                    event = self._admit(value)
+                    if event is not None:
+                        started_events.append(event)
+                elif kind == "cancel":
+                    self._cancel(value)
+                item = self._inbox.get_nowait()
+        except queue.Empty:
+            pass
+        if started_events:
+            self._publish(started_events)
+
+    def _admit(self, active: ActiveJob) -> Optional[JobEvent]:
+        job = active.job
+        token = request_id_var.set(job.request_id)
+        try:
+            if job.request_id in self._jobs:
+                log.warning("duplicate delivery of a running job ignored")
+                active.done.set()
+                return None
+            self._jobs[job.request_id] = active
+            try:
+                prompt_ids = self.engine.prompt_ids(job.messages)
+            except Exception as exc:  # noqa: BLE001 - a template error is the request's fault
+                self._finish_with_error(active, InvalidRequestError(f"Could not apply the chat template: {exc}",
+                                                                     param="messages"))
+                return None
+            active.prompt_tokens = len(prompt_ids)
+            needed = len(prompt_ids) + job.sampling.max_tokens
+            if needed > self.engine.spec.context_length:
+                self._finish_with_error(active, ContextLengthExceededError(
+                    f"This model's maximum context length is {self.engine.spec.context_length} tokens. "
+                    f"However, you requested {needed} tokens ({len(prompt_ids)} in the messages, "
+                    f"{job.sampling.max_tokens} in the completion).", param="messages"))
+                return None
+            self.engine.add(EngineRequest(job.request_id, prompt_ids, job.sampling, job.n))
+            log.info("job admitted", extra={"model": self.model, "prompt_tokens": len(prompt_ids),
+                                            "attempt": active.attempt, "queued_for_s":
+                                            round(max(0.0, time.time() - job.enqueued_at), 4)})
+            return active.event(EventKind.STARTED, worker_id=self.worker_id)
+        finally:
+            request_id_var.reset(token)
+
+    def _cancel(self, request_id: str) -> None:
+        active = self._jobs.get(request_id)
+        if active is None:
+            return
+        self.engine.abort(request_id)
+        log.info("job cancelled by its client", extra={"request_id": request_id,
+                                                        "completion_tokens": active.completion_tokens})
+        self._end(active, "cancelled")
+
+    def _enforce_deadlines(self) -> None:
+        now = time.time()
+        for active in list(self._jobs.values()):
+            if active.job.deadline and now > active.job.deadline:
+                self.engine.abort(active.job.request_id)
+                self._finish_with_error(active, RequestTimeoutError(
+                    "Generation did not finish within the server's time limit."))
+
+    def _sweep_cancellations(self) -> None:
+        """Catch cancels whose pub/sub message was missed (e.g. while Redis reconnected)."""
+        now = time.monotonic()
+        if not self._jobs or now - self._last_cancel_sweep < CANCEL_SWEEP_INTERVAL:
+            return
+        self._last_cancel_sweep = now
+        request_ids = list(self._jobs)
+        try:
+            flags = self.redis.mget([cancel_key(r) for r in request_ids])
+        except redis.RedisError:
+            return
+        for request_id, flag in zip(request_ids, flags):
+            if flag is not None:
+                self._cancel(request_id)
+
+    def _events_for(self, outputs: list[ChoiceOutput]) -> list[JobEvent]:
+        events: list[JobEvent] = []
+        for output in outputs:
+            active = self._jobs.get(output.request_id)
+            if active is None:
+                continue
+            active.completion_tokens += output.tokens
+            if output.text:
+                if active.first_token_at is None:
+                    active.first_token_at = time.monotonic()
+                events.append(active.event(EventKind.DELTA, index=output.index, text=output.text,
+                                           tokens=output.tokens))
+            if output.finish_reason is not None:
+                events.append(active.event(EventKind.FINISH, index=output.index,
+                                           finish_reason=output.finish_reason))
+                active.finished_choices += 1
+                if active.finished_choices == active.job.n:
+                    events.append(active.event(EventKind.DONE, usage=self._usage(active)))
+        metrics.GENERATED_TOKENS.labels(self.model).inc(sum(o.tokens for o in outputs))
+        return events
+
+    def _publish(self, events: list[JobEvent]) -> None:
+        if not events:
+            return
+        reply_to: dict[str, str] = {}
+        first_text: set[str] = set()
+        for event in events:
+            active = self._jobs.get(event.request_id)
+            if active is None:
+                continue
+            reply_to[event.request_id] = active.job.reply_to
+            if event.kind == EventKind.DELTA and not active.emitted_text:
+                active.emitted_text = True
+                first_text.add(event.request_id)
+        events = [e for e in events if e.request_id in reply_to]
+        try:
+            unheard = self.publisher.publish(events, reply_to, first_text)
+        except redis.RedisError as exc:
+            # These events are lost; their clients will notice the gap. Stop generating for nobody.
+            log.error("publishing events failed; dropping the affected jobs", extra={"error": repr(exc)})
+            unheard = set(reply_to)
+        for event in events:
+            active = self._jobs.get(event.request_id)
+            if active is None:
+                continue
+            if event.request_id in unheard:
+                self.engine.abort(event.request_id)
+                log.info("nobody is listening for this job any more; stopped",
+                         extra={"request_id": event.request_id})
+                self._end(active, "abandoned")
+            elif event.kind == EventKind.DONE:
+                self._end(active, "completed")
+            elif event.kind == EventKind.ERROR:
+                self._end(active, "failed")
+
+    def _finish_with_error(self, active: ActiveJob, error: LlamaGateError) -> None:
+        event = active.event(EventKind.ERROR, error=error.to_dict()["error"], status=error.status)
+        self._publish([event])
+        if active.job.request_id in self._jobs:  # publish failed before ending it
+            self._end(active, "failed")
+
+    def _fail_all(self, error: LlamaGateError) -> None:
+        for active in list(self._jobs.values()):
+            self.engine.abort(active.job.request_id)
+            self._finish_with_error(active, error)
+
+    def _end(self, active: ActiveJob, outcome: str) -> None:
+        self._jobs.pop(active.job.request_id, None)
+        metrics.JOBS.labels(self.model, outcome).inc()
+        if active.first_token_at is not None:
+            metrics.TIME_TO_FIRST_TOKEN.labels(self.model).observe(active.first_token_at - active.admitted_at)
+        active.done.set()
+
+    @staticmethod
+    def _usage(active: ActiveJob) -> dict[str, int]:
+        return {"prompt_tokens": active.prompt_tokens, "completion_tokens": active.completion_tokens,
+                "total_tokens": active.prompt_tokens + active.completion_tokens}

@@ -1,0 +1,127 @@
+"""An inference worker process: loads its models, consumes their queues, announces itself.
+
+Start it with `llamagate worker`. One process serves the models in LLAMAGATE_WORKER_MODELS, one
+generation loop per model; to scale, run more processes (one per GPU in production).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+
+import dramatiq
+import redis
+from prometheus_client import start_http_server
+
+from broker.cancellation import CancelListener
+from broker.event_publisher import EventPublisher
+from broker.rabbitmq import worker_broker
+from broker.worker_directory import WorkerAnnouncer, WorkerInfo
+from inference_worker.actors import register_chat_actor
+from inference_worker.engines import create_engine
+from inference_worker.generation_loop import GenerationLoop
+from inference_worker.queue_depth import QueueDepthMonitor
+from shared.chat_tokenizer import ChatTokenizer
+from shared.registry import ModelRegistry, ModelSpec
+from shared.settings import Settings
+from shared.structured_logging import configure_logging
+from shared.tokenizer_cache import prepare_tokenizer
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE_MS = 30_000  # how long running jobs may finish after SIGTERM
+
+
+def served_models(settings: Settings, registry: ModelRegistry) -> list[ModelSpec]:
+    specs = []
+    for model_id in settings.worker_models:
+        spec = registry.get(model_id)
+        if spec is None:
+            raise SystemExit(f"LLAMAGATE_WORKER_MODELS names {model_id!r}, which is not in {settings.models_file}")
+        if not spec.supports("chat"):
+            raise SystemExit(f"model {model_id!r} is not a chat model; the inference worker cannot serve it")
+        specs.append(spec)
+    if not specs:
+        raise SystemExit("LLAMAGATE_WORKER_MODELS is empty: this worker would serve nothing")
+    return specs
+
+
+def run_worker(settings: Settings) -> None:
+    configure_logging(settings.log_level, settings.log_format)
+    registry = ModelRegistry.load(settings.models_file)
+    specs = served_models(settings, registry)
+    worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5.0, socket_connect_timeout=5.0)
+    publisher = EventPublisher(client)
+
+    loops: list[GenerationLoop] = []
+    for spec in specs:
+        tokenizer = ChatTokenizer.from_directory(prepare_tokenizer(spec.tokenizer, settings.cache_dir))
+        engine = create_engine(spec, settings, tokenizer)
+        engine.load()
+        loops.append(GenerationLoop(engine, publisher, client, worker_id))
+
+    broker = worker_broker(settings.broker_url)
+    for loop in loops:
+        register_chat_actor(broker, loop, client, publisher, settings)
+        loop.start()
+
+    by_model = {loop.model: loop for loop in loops}
+
+    def on_cancel(request_id: str) -> None:
+        for loop in by_model.values():
+            loop.cancel(request_id)
+
+    cancels = CancelListener(settings.redis_url, on_cancel)
+    cancels.start()
+
+    info = WorkerInfo(worker_id=worker_id, models=tuple(by_model), host=socket.gethostname(),
+                      pid=os.getpid(), engine=",".join(sorted({s.engine for s in specs})),
+                      max_batch_size=settings.max_batch_size, started_at=time.time())
+    announcer = WorkerAnnouncer(client, info, settings.heartbeat_interval, settings.heartbeat_ttl,
+                                is_healthy=lambda: all(l.seconds_since_tick() < settings.stall_timeout
+                                                       for l in loops))
+    depth = QueueDepthMonitor(settings.broker_url, list(by_model))
+    if settings.worker_metrics_port:
+        _serve_metrics(settings.worker_metrics_addr, settings.worker_metrics_port)
+
+    # Every actor thread holds one job for its whole generation, so the thread count is the
+    # batch capacity; prefetching more than that would park jobs here that another worker could run.
+    threads = settings.max_batch_size * len(loops)
+    worker = dramatiq.Worker(broker, worker_threads=threads)
+    worker.queue_prefetch = settings.max_batch_size
+    worker.delay_prefetch = 1
+    worker.start()
+    announcer.start()
+    depth.start()
+    log.info("worker ready", extra={"worker_id": worker_id, "models": list(by_model), "threads": threads})
+
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    stop.wait()
+
+    log.info("worker stopping: withdrawing, then letting running jobs finish")
+    announcer.stop()
+    depth.stop()
+    worker.stop(timeout=SHUTDOWN_GRACE_MS)
+    cancels.stop()
+    for loop in loops:
+        loop.stop()
+    broker.close()
+    log.info("worker stopped")
+
+
+def _serve_metrics(addr: str, port: int) -> None:
+    try:
+        start_http_server(port, addr=addr)
+        log.info("worker metrics served", extra={"port": port})
+    except OSError as exc:
+        # Several workers on one machine: only the first gets the port unless each is given one.
+        log.warning("worker metrics port unavailable; metrics not served",
+                    extra={"port": port, "error": repr(exc)})

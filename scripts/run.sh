@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Starts the Procfile's web and worker processes with honcho, waits until LlamaGate is ready,
+# and prints the base URL to point the openai SDK at. Ctrl-C stops everything.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PWD/.venv/bin:$PATH"
+host=${LLAMAGATE_HOST:-127.0.0.1}
+port=${PORT:-${LLAMAGATE_PORT:-8000}}
+
+llamagate release >/dev/null
+# honcho gives each process a PORT, counting up from -p: the web process gets ours.
+honcho start -f Procfile -p "$port" web worker &
+honcho_pid=$!
+trap 'kill -TERM $honcho_pid 2>/dev/null; wait $honcho_pid' INT TERM
+
+for _ in $(seq 1 180); do
+  if curl -fsS "http://$host:$port/readyz" >/dev/null 2>&1; then
+    printf '\nLlamaGate is ready. Base URL: http://%s:%s/v1\n' "$host" "$port"
+    printf 'Try: curl http://%s:%s/v1/chat/completions -H "Content-Type: application/json" \\\n' "$host" "$port"
+    printf '       -d '"'"'{"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "What is the capital of France?"}]}'"'"'\n\n'
+    break
+  fi
+  kill -0 $honcho_pid 2>/dev/null || exit 1
+  sleep 1
+done
+wait $honcho_pid

@@ -1,0 +1,90 @@
+"""A model's tokenizer and chat template, without PyTorch: what both the API and the workers use
+to turn a conversation into prompt tokens, so the two sides always count the same."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+from tokenizers import Tokenizer
+
+from shared.chat_template import compile_chat_template
+
+# Used only when a model ships without a chat template.
+FALLBACK_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content']"
+    " + '<|im_end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+SPECIAL_TOKEN_KEYS = ("bos_token", "eos_token", "unk_token", "pad_token")
+
+
+class ChatTokenizer:
+    def __init__(self, tokenizer: Tokenizer, chat_template: str, special_tokens: dict[str, str]):
+        self._tokenizer = tokenizer
+        self._template = compile_chat_template(chat_template)
+        self.special_tokens = special_tokens
+        self.vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
+
+    @classmethod
+    def from_directory(cls, directory: Path) -> "ChatTokenizer":
+        directory = Path(directory)
+        tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+        config_path = directory / "tokenizer_config.json"
+        config = json.loads(config_path.read_text()) if config_path.exists() else {}
+        template = config.get("chat_template")
+        template_file = directory / "chat_template.jinja"
+        if template_file.exists():
+            template = template_file.read_text()
+        if isinstance(template, list):  # several named templates: take the default one
+            template = next((t["template"] for t in template if t.get("name") == "default"), None)
+        special = {key: _token_text(config.get(key)) for key in SPECIAL_TOKEN_KEYS}
+        return cls(tokenizer, template or FALLBACK_CHAT_TEMPLATE,
+                   {k: v for k, v in special.items() if v is not None})
+
+    def render(self, messages: Iterable[dict[str, Any]]) -> str:
+        """The prompt text for a conversation, ending where the assistant's answer begins."""
+        return self._template.render(messages=[_template_message(m) for m in messages],
+                                     add_generation_prompt=True, tools=None, documents=None,
+                                     **self.special_tokens)
+
+    def encode(self, text: str) -> list[int]:
+        # The rendered template already holds the special tokens it needs.
+        return self._tokenizer.encode(text, add_special_tokens=False).ids
+
+    def prompt_ids(self, messages: Iterable[dict[str, Any]]) -> list[int]:
+        return self.encode(self.render(messages))
+
+    def decode(self, ids: list[int]) -> str:
+        return self._tokenizer.decode(ids, skip_special_tokens=True)
+
+    def token_id(self, token: str | None) -> int | None:
+        return None if token is None else self._tokenizer.token_to_id(token)
+
+    @property
+    def eos_token_id(self) -> int | None:
+        return self.token_id(self.special_tokens.get("eos_token"))
+
+
+def message_text(content: Any) -> str:
+    """The text of a message's content: a string, or the text parts of an array joined by newlines."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "\n".join(part.get("text", "") for part in content if part.get("type") == "text")
+
+
+def _template_message(message: dict[str, Any]) -> dict[str, Any]:
+    role = message["role"]
+    rendered = dict(message)
+    # OpenAI's "developer" role is the newer name of "system"; templates know only the latter.
+    rendered["role"] = "system" if role == "developer" else role
+    rendered["content"] = message_text(message.get("content"))
+    return rendered
+
+
+def _token_text(value: Any) -> str | None:
+    if isinstance(value, dict):  # serialized AddedToken
+        return value.get("content")
+    return value

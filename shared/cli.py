@@ -1,0 +1,44 @@
+"""The `llamagate` command: `web`, `worker`, `release`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="llamagate", description="LlamaGate, an OpenAI-compatible LLM API.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("web", help="serve the HTTP API (gunicorn with gevent workers)")
+    commands.add_parser("worker", help="run an inference worker for LLAMAGATE_WORKER_MODELS")
+    commands.add_parser("release", help="check the configuration and prepare tokenizers (deploy step)")
+    args = parser.parse_args(argv)
+
+    if args.command == "web":
+        os.execv(sys.executable, [sys.executable, "-m", "gunicorn", "-c", "python:api.gunicorn_config",
+                                  "api.wsgi:app"])
+    elif args.command == "worker":
+        from inference_worker.main import run_worker
+        from shared.settings import Settings
+
+        run_worker(Settings.from_env())
+    elif args.command == "release":
+        release()
+
+
+def release() -> None:
+    """Fail the deploy early on a broken registry; convert tokenizers once instead of per process."""
+    from shared.registry import ModelRegistry
+    from shared.settings import Settings
+    from shared.tokenizer_cache import prepare_tokenizer
+
+    settings = Settings.from_env()
+    registry = ModelRegistry.load(settings.models_file)
+    for spec in registry:
+        path = prepare_tokenizer(spec.tokenizer, settings.cache_dir)
+        print(f"{spec.id}: engine={spec.engine} context={spec.context_length} tokenizer={path}")
+
+
+if __name__ == "__main__":
+    main()

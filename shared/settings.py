@@ -1,0 +1,116 @@
+"""LlamaGate's one settings object, read from environment variables.
+
+Every tunable lives here with a default that runs on a laptop. Each field names the
+variable it is read from; `Settings.from_env()` parses them with the field's type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+DEFAULT_MODELS_FILE = Path(__file__).with_name("models.toml")
+
+
+def _env(name: str, *aliases: str, **kwargs: Any) -> Any:
+    """A dataclass field read from env var `name` (or the first alias that is set)."""
+    return field(metadata={"env": (name, *aliases)}, **kwargs)
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Where the distributed engine lives.
+    broker_url: str = _env("LLAMAGATE_BROKER_URL", "CLOUDAMQP_URL", "RABBITMQ_URL",
+                           default="amqp://guest:guest@127.0.0.1:5672/")
+    redis_url: str = _env("LLAMAGATE_REDIS_URL", "REDIS_URL", default="redis://127.0.0.1:6379/0")
+
+    # Models.
+    models_file: Path = _env("LLAMAGATE_MODELS_FILE", default=DEFAULT_MODELS_FILE)
+    cache_dir: Path = _env("LLAMAGATE_CACHE_DIR",
+                           default=Path(os.path.expanduser("~/.cache/llamagate")))
+    worker_models: tuple[str, ...] = _env("LLAMAGATE_WORKER_MODELS", default=("smollm2-135m-instruct",))
+
+    # Generation limits.
+    default_max_tokens: int = _env("LLAMAGATE_DEFAULT_MAX_TOKENS", default=1024)
+    max_batch_size: int = _env("LLAMAGATE_MAX_BATCH_SIZE", default=16)
+    max_choices: int = _env("LLAMAGATE_MAX_CHOICES", default=8)
+    torch_threads: int = _env("LLAMAGATE_TORCH_THREADS", default=0)  # 0: one per core
+    benchmark_step_ms: float = _env("LLAMAGATE_BENCHMARK_STEP_MS", default=0.0)
+
+    # Timeouts, in seconds.
+    enqueue_timeout: float = _env("LLAMAGATE_ENQUEUE_TIMEOUT", default=2.0)
+    queue_timeout: float = _env("LLAMAGATE_QUEUE_TIMEOUT", default=60.0)
+    worker_wait_timeout: float = _env("LLAMAGATE_WORKER_WAIT_TIMEOUT", default=5.0)
+    generation_timeout: float = _env("LLAMAGATE_GENERATION_TIMEOUT", default=600.0)
+    heartbeat_interval: float = _env("LLAMAGATE_HEARTBEAT_INTERVAL", default=1.0)
+    heartbeat_ttl: float = _env("LLAMAGATE_HEARTBEAT_TTL", default=5.0)
+    stall_timeout: float = _env("LLAMAGATE_STALL_TIMEOUT", default=60.0)
+    keepalive_interval: float = _env("LLAMAGATE_KEEPALIVE_INTERVAL", default=2.0)
+
+    # Web tier.
+    max_body_bytes: int = _env("LLAMAGATE_MAX_BODY_BYTES", default=8 * 1024 * 1024)
+    publisher_pool_size: int = _env("LLAMAGATE_PUBLISHER_POOL_SIZE", default=4)
+    redis_max_connections: int = _env("LLAMAGATE_REDIS_MAX_CONNECTIONS", default=64)
+    host: str = _env("LLAMAGATE_HOST", default="127.0.0.1")
+    port: int = _env("PORT", "LLAMAGATE_PORT", default=8000)
+    web_workers: int = _env("WEB_CONCURRENCY", "LLAMAGATE_WEB_WORKERS", default=2)
+
+    # Worker tier.
+    worker_metrics_port: int = _env("LLAMAGATE_WORKER_METRICS_PORT", default=9101)  # 0: off
+    worker_metrics_addr: str = _env("LLAMAGATE_WORKER_METRICS_ADDR", default="127.0.0.1")
+
+    # Logs.
+    log_level: str = _env("LLAMAGATE_LOG_LEVEL", default="INFO")
+    log_format: str = _env("LLAMAGATE_LOG_FORMAT", default="json")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        """Build settings from `environ` (default: os.environ); `overrides` win over both."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            for name in f.metadata["env"]:
+                raw = environ.get(name)
+                if raw not in (None, ""):
+                    values[f.name] = _parse(f, raw, name)
+                    break
+        values.update(overrides)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Reject values that would make the service misbehave rather than fail loudly later."""
+        positive = ("default_max_tokens", "max_batch_size", "max_choices", "enqueue_timeout",
+                    "queue_timeout", "generation_timeout", "heartbeat_interval", "heartbeat_ttl",
+                    "stall_timeout", "keepalive_interval", "max_body_bytes", "publisher_pool_size")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"setting {name} must be positive, got {getattr(self, name)!r}")
+        if self.heartbeat_ttl <= self.heartbeat_interval:
+            raise ValueError("LLAMAGATE_HEARTBEAT_TTL must be larger than LLAMAGATE_HEARTBEAT_INTERVAL")
+        if self.generation_timeout + self.queue_timeout + 60 >= 1800:
+            # Must stay below RabbitMQ's default consumer_timeout (30 min), or an unacked long job
+            # would be redelivered in a loop.
+            raise ValueError("LLAMAGATE_GENERATION_TIMEOUT + LLAMAGATE_QUEUE_TIMEOUT must stay under 29 minutes")
+        if self.log_format not in ("json", "text"):
+            raise ValueError("LLAMAGATE_LOG_FORMAT must be 'json' or 'text'")
+
+
+def _parse(f: dataclasses.Field, raw: str, name: str) -> Any:
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "Path":
+            return Path(os.path.expanduser(raw))
+        if kind.startswith("tuple"):
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+        return raw
+    except ValueError:
+        raise ValueError(f"environment variable {name}={raw!r} is not a valid {kind}") from None
