@@ -19,6 +19,8 @@ worker_connections = 2000
 timeout = 120
 graceful_timeout = 30
 keepalive = 75  # seconds; longer than common load-balancer idle timeouts
+# Several instances may share a host (and tests start many); none of them needs gunicornc.
+control_socket_disable = True
 accesslog = None  # each completion is logged once, with its request id, by the app
 
 # Web processes share Prometheus samples through a directory (see api/metrics.py). It must be

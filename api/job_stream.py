@@ -48,21 +48,26 @@ class JobStream:
         self._no_worker_since: Optional[float] = None
 
     def events(self) -> Iterator[Optional[JobEvent]]:
-        """Yield STARTED, DELTA, FINISH and DONE events in order, or None when `tick` passes quietly.
+        """Yield STARTED, DELTA, FINISH and DONE events in order, and None once per tick.
 
         Ends after DONE. Raises a LlamaGateError when the job fails, ClientDisconnected when the
         client leaves.
         """
+        next_check = time.monotonic() + self._tick
         while not self.finished:
             try:
-                item = self._events.get(timeout=self._tick)
+                item = self._events.get(timeout=max(0.0, next_check - time.monotonic()))
             except gevent.queue.Empty:
+                item = None
+            if item is not None:
+                event = self._accept(item)
+                if event is not None:
+                    yield event
+            # Checked every tick even while events flow: a client can leave mid-generation.
+            if not self.finished and time.monotonic() >= next_check:
+                next_check = time.monotonic() + self._tick
                 self._check_waiting()
                 yield None
-                continue
-            event = self._accept(item)
-            if event is not None:
-                yield event
 
     def _accept(self, item: object) -> Optional[JobEvent]:
         if item is TRANSPORT_LOST:
@@ -92,7 +97,7 @@ class JobStream:
         return event
 
     def _check_waiting(self) -> None:
-        """Called when no event came for a tick: decide whether waiting longer can still succeed."""
+        """Called once a tick: decide whether waiting longer can still succeed."""
         if self._client_gone():
             raise ClientDisconnected()
         now = time.time()

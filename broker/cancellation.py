@@ -45,7 +45,8 @@ class CancelListener:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            client = redis.Redis.from_url(self.redis_url, socket_connect_timeout=2.0)
+            client = redis.Redis.from_url(self.redis_url, socket_connect_timeout=2.0,
+                                          client_name="llamagate-cancel-listener")
             pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
                 pubsub.subscribe(CANCEL_CHANNEL)

@@ -72,7 +72,8 @@ class EventRouter:
     def _run(self) -> None:
         backoff = 0.1
         while not self._stopping:
-            client = redis.Redis.from_url(self.redis_url, socket_connect_timeout=2.0)
+            client = redis.Redis.from_url(self.redis_url, socket_connect_timeout=2.0,
+                                          client_name=f"llamagate-events-{self.instance_id}")
             pubsub = client.pubsub()
             try:
                 pubsub.subscribe(self.channel)

@@ -112,6 +112,19 @@ class Stack:
             time.sleep(0.5)
         raise TimeoutError(f"stack not ready for {model} within {timeout}s:\n{self.logs()}")
 
+    def wait_http(self, timeout: float = 60.0) -> None:
+        """Until the web process answers /healthz (whatever its dependencies say)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            try:
+                if httpx.get(f"{self.base_url}/healthz", timeout=5).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise TimeoutError(f"web process not up within {timeout}s:\n{self.logs()}")
+
     def live_workers(self, model: str) -> int:
         client = redis.Redis.from_url(self.env["LLAMAGATE_REDIS_URL"])
         from broker.worker_directory import WorkerDirectory
@@ -137,10 +150,12 @@ class Stack:
         return "\n".join(parts)
 
     def stop(self) -> None:
-        for _, process in self.processes:
+        # Workers get the graceful SIGTERM; gunicorn gets SIGQUIT (quick shutdown), since a graceful
+        # one waits up to graceful_timeout for the test clients' idle keep-alive connections.
+        for name, process in self.processes:
             if process.poll() is None:
                 try:
-                    os.killpg(process.pid, signal.SIGTERM)
+                    os.killpg(process.pid, signal.SIGQUIT if name == "web" else signal.SIGTERM)
                 except ProcessLookupError:
                     pass
         for _, process in self.processes:
@@ -154,6 +169,21 @@ class Stack:
 @pytest.fixture(scope="session")
 def stack_factory(tmp_path_factory, broker_url, redis_url):
     """Builds Stacks that are all torn down at the end of the session, whatever happened."""
+    stacks: list[Stack] = []
+
+    def make(**env: str) -> Stack:
+        stack = Stack(tmp_path_factory.mktemp("stack"), broker_url, redis_url, **env)
+        stacks.append(stack)
+        return stack
+
+    yield make
+    for stack in stacks:
+        stack.stop()
+
+
+@pytest.fixture
+def make_stack(tmp_path_factory, broker_url, redis_url):
+    """Like stack_factory, but the stacks are torn down at the end of the test."""
     stacks: list[Stack] = []
 
     def make(**env: str) -> Stack:
