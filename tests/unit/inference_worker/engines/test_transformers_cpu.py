@@ -25,29 +25,38 @@ MAX_STEPS = 200  # a guard: no test here needs more engine steps than this
 
 @pytest.fixture(scope="module")
 def engine(default_spec, chat_tokenizer) -> TransformersEngine:
-    # Loading dequantizes the GGUF weights: tens of seconds, so once per module.
-    engine = TransformersEngine(default_spec, Settings.from_env({}), chat_tokenizer)
+    # Loading dequantizes the GGUF weights: tens of seconds, so once per module. One torch thread:
+    # a tiny model gains little from more, and oversubscribed cores (a worker running beside the
+    # tests) made steps several times slower.
+    engine = TransformersEngine(default_spec, Settings.from_env({}, torch_threads=1), chat_tokenizer)
     engine.load()
     return engine
 
 
 @pytest.fixture(autouse=True)
 def idle_engine_after_each_test(request):
+    """A failing test may leave requests behind: run them out so the next test starts idle."""
     yield
     if "engine" in request.fixturenames:
         engine = request.getfixturevalue("engine")
-        assert not engine.has_work, "a test left work in the engine"
+        for _ in range(MAX_STEPS):
+            if not engine.has_work:
+                break
+            engine.step()
 
 
 @pytest.fixture
-def sampled_tokens(monkeypatch) -> dict[int, list[int]]:
-    """Every token the engine samples, by id() of the request's SamplingParams and choice index."""
+def sampled_tokens(monkeypatch) -> dict[tuple[int, int], list[int]]:
+    """Every token the engine samples, by the request's seed and the choice's index.
+
+    Greedy sampling ignores the seed, so tests give each greedy request a seed of its own as a tag.
+    """
     tokens: dict[tuple[int, int], list[int]] = defaultdict(list)
 
     class RecordingSampler(ChoiceSampler):
         def __init__(self, params, index, vocab_size):
             super().__init__(params, index, vocab_size)
-            self._key = (id(params), index)
+            self._key = (params.seed, index)
 
         def sample(self, logits):
             token = super().sample(logits)
@@ -95,18 +104,19 @@ def run(engine: TransformersEngine, schedule: dict[int, list[EngineRequest]]) ->
 
 
 def test_batched_greedy_outputs_equal_solo_outputs(engine, chat_tokenizer, sampled_tokens):
+    solo_tag = {name: tag for tag, name in enumerate(PROMPTS)}
+    batch_tag = {name: tag + 100 for tag, name in enumerate(PROMPTS)}
     solo = {}
     for name, prompt in PROMPTS.items():
-        alone = request(chat_tokenizer, name, prompt)
-        solo_run = run(engine, {0: [alone]})
-        solo[name] = (sampled_tokens[id(alone.sampling), 0], solo_run.text(name), solo_run.finish_reason(name))
+        solo_run = run(engine, {0: [request(chat_tokenizer, name, prompt, seed=solo_tag[name])]})
+        solo[name] = (sampled_tokens[solo_tag[name], 0], solo_run.text(name), solo_run.finish_reason(name))
 
-    batched = {name: request(chat_tokenizer, name, prompt) for name, prompt in PROMPTS.items()}
+    batched = {name: request(chat_tokenizer, name, prompt, seed=batch_tag[name]) for name, prompt in PROMPTS.items()}
     # Each prompt joins a batch that is already decoding the earlier ones.
     batch_run = run(engine, {0: [batched["short"]], 2: [batched["long"]], 5: [batched["medium"]]})
     assert batch_run.most_running == 3, "the three requests ran together"
     for name in PROMPTS:
-        tokens = sampled_tokens[id(batched[name].sampling), 0]
+        tokens = sampled_tokens[batch_tag[name], 0]
         assert (tokens, batch_run.text(name), batch_run.finish_reason(name)) == solo[name], name
         assert len(tokens) > 1
 
@@ -160,9 +170,9 @@ def test_abort_of_an_unknown_request_is_ignored(engine):
 
 
 def test_choices_of_a_greedy_request_are_identical(engine, chat_tokenizer, sampled_tokens):
-    wide = request(chat_tokenizer, "wide", PROMPTS["short"], n=2, max_tokens=6)
-    result = run(engine, {0: [wide]})
-    assert sampled_tokens[id(wide.sampling), 0] == sampled_tokens[id(wide.sampling), 1]
+    result = run(engine, {0: [request(chat_tokenizer, "wide", PROMPTS["short"], n=2, max_tokens=6, seed=7)]})
+    assert sampled_tokens[7, 0] == sampled_tokens[7, 1]
+    assert len(sampled_tokens[7, 0]) > 1
     assert result.text("wide", 0) == result.text("wide", 1)
 
 
