@@ -59,6 +59,8 @@ class GenerationJob:
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> "GenerationJob":
+        if not isinstance(payload, dict):
+            raise ContractError(f"a job must be an object, not {type(payload).__name__}")
         if payload.get("version") != CONTRACT_VERSION:
             raise ContractError(f"job contract version {payload.get('version')!r} is not {CONTRACT_VERSION}")
         try:
@@ -66,7 +68,7 @@ class GenerationJob:
             sampling["stop"] = tuple(sampling.get("stop") or ())
             return cls(**{**payload, "messages": tuple(payload["messages"]),
                           "sampling": SamplingParams(**sampling)})
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, AttributeError) as exc:
             raise ContractError(f"malformed job: {exc}") from exc
 
 

@@ -145,6 +145,12 @@ class GenerationLoop:
                                                                      param="messages"))
                 return None
             active.prompt_tokens = len(prompt_ids)
+            if job.n > self.engine.max_sequences:
+                # Could never be admitted, and would block every job queued behind it.
+                self._finish_with_error(active, InvalidRequestError(
+                    f"Invalid 'n': this model generates at most {self.engine.max_sequences} choices at once.",
+                    param="n"))
+                return None
             needed = len(prompt_ids) + job.sampling.max_tokens
             if needed > self.engine.spec.context_length:
                 self._finish_with_error(active, ContextLengthExceededError(

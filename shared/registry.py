@@ -118,10 +118,12 @@ def _parse_model(entry: dict[str, Any], path: Path) -> ModelSpec:
         if context_length <= 0:
             raise RegistryError(f"{where}: context_length must be positive")
         weights = _parse_source(_require(entry, "weights", dict, where), where)
-        tokenizer = _parse_source(entry["tokenizer"], where) if "tokenizer" in entry else weights
+        tokenizer = _parse_source(_require(entry, "tokenizer", dict, where), where) if "tokenizer" in entry \
+            else weights
         pricing = _parse_pricing(_require(entry, "pricing", dict, where), where)
+        created = _require(entry, "created", int, where) if "created" in entry else 0
         return ModelSpec(id=model_id, engine=engine, owned_by=str(entry.get("owned_by", "llamagate")),
-                         created=int(entry.get("created", 0)), context_length=context_length,
+                         created=created, context_length=context_length,
                          capabilities=capabilities, weights=weights, tokenizer=tokenizer,
                          pricing=pricing)
     except (KeyError, TypeError) as exc:
@@ -153,6 +155,8 @@ def _parse_pricing(table: dict[str, Any], where: str) -> Pricing:
             dollars = Decimal(str(table[key]))
         except (KeyError, InvalidOperation):
             raise RegistryError(f"{where}: pricing.{key} must be a decimal string") from None
+        if not dollars.is_finite():
+            raise RegistryError(f"{where}: pricing.{key} must be a finite amount")
         if dollars <= 0:
             # A zero price silently turns billing off for a model; refuse it at load time.
             raise RegistryError(f"{where}: pricing.{key} must be positive")

@@ -36,7 +36,7 @@ class Settings:
     # Generation limits.
     default_max_tokens: int = _env("LLAMAGATE_DEFAULT_MAX_TOKENS", default=1024)
     max_batch_size: int = _env("LLAMAGATE_MAX_BATCH_SIZE", default=16)
-    max_choices: int = _env("LLAMAGATE_MAX_CHOICES", default=8)
+    max_choices: int = _env("LLAMAGATE_MAX_CHOICES", default=0)  # 0: min(8, max_batch_size)
     torch_threads: int = _env("LLAMAGATE_TORCH_THREADS", default=0)  # 0: one per core
     benchmark_step_ms: float = _env("LLAMAGATE_BENCHMARK_STEP_MS", default=0.0)
 
@@ -82,6 +82,10 @@ class Settings:
         settings.validate()
         return settings
 
+    def __post_init__(self) -> None:
+        if self.max_choices == 0:  # "auto": as many as one batch holds, up to 8
+            object.__setattr__(self, "max_choices", min(8, self.max_batch_size))
+
     def validate(self) -> None:
         """Reject values that would make the service misbehave rather than fail loudly later."""
         positive = ("default_max_tokens", "max_batch_size", "max_choices", "enqueue_timeout",
@@ -90,6 +94,9 @@ class Settings:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"setting {name} must be positive, got {getattr(self, name)!r}")
+        if self.max_choices > self.max_batch_size:
+            raise ValueError("LLAMAGATE_MAX_CHOICES must not exceed LLAMAGATE_MAX_BATCH_SIZE: a request's "
+                             "choices are generated together in one batch")
         if self.heartbeat_ttl <= self.heartbeat_interval:
             raise ValueError("LLAMAGATE_HEARTBEAT_TTL must be larger than LLAMAGATE_HEARTBEAT_INTERVAL")
         if self.generation_timeout + self.queue_timeout + 60 >= 1800:

@@ -15,9 +15,13 @@ class ChoiceSampler:
     def __init__(self, params: SamplingParams, index: int, vocab_size: int):
         self.params = params
         self.generator = torch.Generator()
-        # A seeded request gets the same tokens on every run; each choice of it its own stream.
-        seed = params.seed + index if params.seed is not None else secrets.randbits(63)
-        self.generator.manual_seed(seed % (2**63))
+        # A seeded request gets the same tokens on every run, and each of its choices its own
+        # stream; mixing (rather than seed + index) keeps seed 5's second choice unlike seed 6's first.
+        if params.seed is None:
+            seed = secrets.randbits(63)
+        else:
+            seed = (params.seed * 0x9E3779B97F4A7C15 + index * 0xBF58476D1CE4E5B9) % (2**63)
+        self.generator.manual_seed(seed)
         penalised = params.presence_penalty != 0.0 or params.frequency_penalty != 0.0
         # Penalties apply to the tokens generated so far, as in OpenAI's definition.
         self.counts = torch.zeros(vocab_size) if penalised else None

@@ -46,7 +46,6 @@ class TransformersEngine(Engine):
         self._queue: deque[EngineRequest] = deque()
         self._choices: list[_Choice] = []
         self._cache: BatchCache | None = None
-        self._aborted: set[str] = set()
         self._prefilled_last = False
         self._stop_ids: frozenset[int] = frozenset()
         self._pad_id = 0
@@ -99,13 +98,11 @@ class TransformersEngine(Engine):
     def abort(self, request_id: str) -> None:
         self._queue = deque(r for r in self._queue if r.request_id != request_id)
         if any(c.request.request_id == request_id for c in self._choices):
-            self._aborted.add(request_id)
+            with torch.inference_mode():
+                self._keep([c for c in self._choices if c.request.request_id != request_id])
 
     def step(self) -> list[ChoiceOutput]:
         with torch.inference_mode():
-            if self._aborted:
-                self._keep([c for c in self._choices if c.request.request_id not in self._aborted])
-                self._aborted.clear()
             free = self.max_sequences - len(self._choices)
             admit_now = self._queue and free >= self._queue[0].n and not (self._prefilled_last and self._choices)
             if admit_now:

@@ -98,9 +98,6 @@ def test_malformed_job_is_a_contract_error(mutate):
         GenerationJob.from_payload(payload)
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError,
-                   reason="bug: GenerationJob.from_payload calls payload.get() before checking the payload "
-                          "is a dict, so a non-object payload raises AttributeError, not ContractError")
 def test_job_payload_that_is_not_an_object_is_a_contract_error():
     with pytest.raises(ContractError):
         GenerationJob.from_payload(["not", "a", "job"])  # type: ignore[arg-type]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import decimal
 from pathlib import Path
 
 import pytest
@@ -185,22 +184,10 @@ def test_missing_file_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("fields", [
-    pytest.param({"tokenizer": '"tokenizer.json"'}, marks=pytest.mark.xfail(
-        strict=True, raises=AttributeError,
-        reason="bug: shared/registry.py _parse_model passes a non-table 'tokenizer' to _parse_source, "
-               "which calls .get() on it: AttributeError escapes instead of RegistryError")),
-    pytest.param({"created": '"yesterday"'}, marks=pytest.mark.xfail(
-        strict=True, raises=ValueError,
-        reason="bug: shared/registry.py _parse_model does int(entry['created']) unchecked and catches "
-               "only KeyError/TypeError: a bare ValueError escapes instead of RegistryError")),
-    pytest.param({"pricing": '{ input = "inf", output = "0.04" }'}, marks=pytest.mark.xfail(
-        strict=True, raises=OverflowError,
-        reason="bug: shared/registry.py _parse_pricing accepts Decimal('inf') as positive and integral, "
-               "then int() raises OverflowError instead of RegistryError")),
-    pytest.param({"pricing": '{ input = "nan", output = "0.04" }'}, marks=pytest.mark.xfail(
-        strict=True, raises=decimal.InvalidOperation,
-        reason="bug: shared/registry.py _parse_pricing compares Decimal('nan') <= 0 outside its try, "
-               "so decimal.InvalidOperation escapes instead of RegistryError")),
+    {"tokenizer": '"tokenizer.json"'},
+    {"created": '"yesterday"'},
+    {"pricing": '{ input = "inf", output = "0.04" }'},
+    {"pricing": '{ input = "nan", output = "0.04" }'},
 ])
 def test_malformed_value_is_a_registry_error(write_registry, fields):
     with pytest.raises(RegistryError):

@@ -93,7 +93,7 @@ def test_unparsable_variable_is_named_in_the_error(variable, raw):
         Settings.from_env({variable: raw})
 
 
-@pytest.mark.parametrize("name", ["default_max_tokens", "max_batch_size", "max_choices", "enqueue_timeout",
+@pytest.mark.parametrize("name", ["default_max_tokens", "max_batch_size", "enqueue_timeout",
                                   "queue_timeout", "generation_timeout", "heartbeat_interval",
                                   "stall_timeout", "keepalive_interval", "max_body_bytes",
                                   "publisher_pool_size"])
@@ -131,3 +131,15 @@ def test_unknown_log_format_is_refused(log_format):
                                          ("benchmark_step_ms", 0.0), ("worker_wait_timeout", 0.0)])
 def test_zero_means_off_where_documented(name, value):
     assert getattr(Settings.from_env({}, **{name: value}), name) == value
+
+
+def test_max_choices_defaults_to_what_one_batch_holds():
+    assert Settings.from_env({}).max_choices == 8
+    assert Settings.from_env({"LLAMAGATE_MAX_BATCH_SIZE": "4"}).max_choices == 4
+
+
+def test_max_choices_beyond_the_batch_is_refused():
+    with pytest.raises(ValueError, match="LLAMAGATE_MAX_CHOICES"):
+        Settings.from_env({"LLAMAGATE_MAX_BATCH_SIZE": "4", "LLAMAGATE_MAX_CHOICES": "6"})
+    with pytest.raises(ValueError, match="max_choices"):
+        Settings.from_env({"LLAMAGATE_MAX_CHOICES": "-1"})

@@ -183,10 +183,6 @@ def test_seeded_sampling_is_reproducible(engine, chat_tokenizer):
     assert texts[0] == texts[1] and texts[0]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug (minor): Engine.abort promises to 'free its batch slots now', but TransformersEngine.abort only "
-    "records the id in _aborted; `running` and `has_work` still count the aborted choices until the "
-    "next step() (BenchmarkEngine.abort frees them at once)"))
 def test_abort_frees_the_slot_at_once(engine, chat_tokenizer):
     engine.add(request(chat_tokenizer, "aborted", PROMPTS["short"], max_tokens=100))
     engine.step()
