@@ -56,7 +56,11 @@ def run_worker(settings: Settings) -> None:
     registry = ModelRegistry.load(settings.models_file)
     specs = served_models(settings, registry)
     worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5.0, socket_connect_timeout=5.0)
+    # Every actor thread may hold a connection at once (its admission checks), plus the loops'
+    # publishers: size the pool for that, and make a thread wait for a free one rather than fail.
+    client = redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(
+        settings.redis_url, max_connections=settings.max_batch_size * len(settings.worker_models) + 8,
+        timeout=10.0, socket_timeout=5.0, socket_connect_timeout=5.0))
     publisher = EventPublisher(client)
 
     loops: list[GenerationLoop] = []

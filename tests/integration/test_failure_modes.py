@@ -195,8 +195,10 @@ def test_a_lost_token_subscription_ends_streams_with_an_error_and_recovers(bench
     next(iter(stream))
 
     admin = redis.Redis.from_url(redis_url)
+    test_db = str(admin.connection_pool.connection_kwargs.get("db", 0))
     for connection in admin.client_list():
-        if connection.get("name", "").startswith("llamagate-events-"):
+        # Only this test's stack (its Redis database): other stacks may share the server.
+        if connection.get("name", "").startswith("llamagate-events-") and connection.get("db") == test_db:
             admin.client_kill_filter(_id=connection["id"])
     with pytest.raises(openai.APIError) as caught:
         for _ in stream:
