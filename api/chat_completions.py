@@ -165,6 +165,7 @@ class ChatCompletionRun:
         try:
             last_write = time.monotonic()
             yield b"".join(writer.role(index) for index in range(self.request.n))
+            pending: list[bytes] = []
             for event in self.stream.events():
                 if event is None:
                     if time.monotonic() - last_write >= keepalive:
@@ -173,16 +174,17 @@ class ChatCompletionRun:
                     continue
                 if event.kind == EventKind.DELTA:
                     self._saw_text()
-                    chunk = writer.content(event.index, event.text)
+                    pending.append(writer.content(event.index, event.text))
                 elif event.kind == EventKind.FINISH:
-                    chunk = writer.finish(event.index, event.finish_reason or "stop")
+                    pending.append(writer.finish(event.index, event.finish_reason or "stop"))
                 elif event.kind == EventKind.DONE and self.request.include_usage:
-                    chunk = writer.usage(event.usage or {})
-                else:
-                    continue
-                last_write = time.monotonic()
-                yield chunk
-            yield SSE_DONE
+                    pending.append(writer.usage(event.usage or {}))
+                # Chunks that arrived together leave in one write (one syscall, one TCP segment).
+                if pending and not self.stream.has_buffered():
+                    last_write = time.monotonic()
+                    yield b"".join(pending)
+                    pending.clear()
+            yield b"".join(pending) + SSE_DONE
         except ClientDisconnected:
             self._record_failure(ClientDisconnected())
         except LlamaGateError as exc:

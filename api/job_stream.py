@@ -69,6 +69,10 @@ class JobStream:
                 self._check_waiting()
                 yield None
 
+    def has_buffered(self) -> bool:
+        """Whether more events have already arrived (so a writer can send them in one write)."""
+        return not self._events.empty()
+
     def _accept(self, item: object) -> Optional[JobEvent]:
         if item is TRANSPORT_LOST:
             raise ServiceUnavailableError("The connection to the token stream was lost; please retry.")

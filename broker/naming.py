@@ -7,7 +7,6 @@ import re
 _UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]")
 
 # Redis keys and channels.
-CANCEL_CHANNEL = "llg:cancel"  # request ids whose client has gone; every worker listens
 WORKERS_KEY = "llg:workers"  # sorted set: worker id -> unix time of its last heartbeat
 
 

@@ -7,7 +7,7 @@ import logging
 import dramatiq
 import pika
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
-from dramatiq.middleware import AgeLimit, Retries, ShutdownNotifications, TimeLimit
+from dramatiq.middleware import AgeLimit, CurrentMessage, Retries, ShutdownNotifications, TimeLimit
 
 log = logging.getLogger(__name__)
 
@@ -21,11 +21,12 @@ def worker_broker(url: str) -> RabbitmqBroker:
 
     AgeLimit drops jobs whose client has given up; Retries is present only so that actors can
     declare `max_retries=0` (a failed generation must never run again); TimeLimit is a backstop
-    behind the deadline the generation loop enforces itself.
+    behind the deadline the generation loop enforces itself; CurrentMessage lets an actor see
+    whether RabbitMQ redelivered its message.
     """
-    broker = RabbitmqBroker(url=url, confirm_delivery=True,
-                            middleware=[AgeLimit(), TimeLimit(), ShutdownNotifications(), Retries()])
-    return broker
+    return RabbitmqBroker(url=url, confirm_delivery=True,
+                          middleware=[AgeLimit(), TimeLimit(), ShutdownNotifications(), Retries(),
+                                      CurrentMessage()])
 
 
 def build_job_message(queue_name: str, actor_name: str, payload: dict, max_age_ms: int) -> dramatiq.Message:

@@ -1,9 +1,10 @@
 """The generation loop: one thread that owns an engine and everything it runs.
 
-dramatiq's actor threads, the cancel listener and the announcer never touch the engine; they
-post to this loop's inbox. Each iteration admits new jobs, applies cancellations and deadlines,
-runs one engine step for the whole batch, and publishes that step's events in one Redis round
-trip. The loop's tick time tells the announcer whether it is alive.
+dramatiq's actor threads never touch the engine; they post jobs to this loop's inbox. Each
+iteration admits new jobs, enforces deadlines, runs one engine step for the whole batch, and
+publishes that step's events in one Redis round trip, which also reports the jobs whose clients
+have gone (they are dropped before the next step). The loop's tick time tells the announcer
+whether it is alive.
 """
 
 from __future__ import annotations
@@ -18,8 +19,7 @@ from typing import Optional
 import redis
 
 from broker.contracts import EventKind, GenerationJob, JobEvent
-from broker.event_publisher import EventPublisher
-from broker.naming import cancel_key
+from broker.event_publisher import EventPublisher, PublishResult
 from inference_worker import metrics
 from inference_worker.engines.base import ChoiceOutput, Engine, EngineRequest
 from shared.errors import ContextLengthExceededError, InvalidRequestError, LlamaGateError, RequestTimeoutError, ServerError
@@ -28,7 +28,6 @@ from shared.structured_logging import request_id_var
 log = logging.getLogger(__name__)
 
 IDLE_WAIT = 0.5  # seconds the loop sleeps on its inbox when it has nothing to do
-CANCEL_SWEEP_INTERVAL = 2.0  # seconds between checks of cancel keys (backs up missed pub/sub cancels)
 
 
 @dataclass
@@ -52,18 +51,15 @@ class ActiveJob:
 
 
 class GenerationLoop:
-    def __init__(self, engine: Engine, publisher: EventPublisher, redis_client: redis.Redis,
-                 worker_id: str):
+    def __init__(self, engine: Engine, publisher: EventPublisher, worker_id: str):
         self.engine = engine
         self.publisher = publisher
-        self.redis = redis_client
         self.worker_id = worker_id
         self.model = engine.spec.id
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._jobs: dict[str, ActiveJob] = {}
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"generation-loop-{self.model}", daemon=True)
-        self._last_cancel_sweep = 0.0
         self.last_tick = time.monotonic()
 
     # --- called from other threads -------------------------------------------------------------
@@ -82,9 +78,6 @@ class GenerationLoop:
         self._inbox.put(("job", ActiveJob(job, attempt, done)))
         return done
 
-    def cancel(self, request_id: str) -> None:
-        self._inbox.put(("cancel", request_id))
-
     def seconds_since_tick(self) -> float:
         return time.monotonic() - self.last_tick
 
@@ -95,7 +88,6 @@ class GenerationLoop:
             self.last_tick = time.monotonic()
             self._drain_inbox(block=not self.engine.has_work)
             self._enforce_deadlines()
-            self._sweep_cancellations()
             if not self.engine.has_work:
                 continue
             started = time.monotonic()
@@ -121,8 +113,6 @@ class GenerationLoop:
                     event = self._admit(value)
                     if event is not None:
                         started_events.append(event)
-                elif kind == "cancel":
-                    self._cancel(value)
                 item = self._inbox.get_nowait()
         except queue.Empty:
             pass
@@ -183,21 +173,6 @@ class GenerationLoop:
                 self._finish_with_error(active, RequestTimeoutError(
                     "Generation did not finish within the server's time limit."))
 
-    def _sweep_cancellations(self) -> None:
-        """Catch cancels whose pub/sub message was missed (e.g. while Redis reconnected)."""
-        now = time.monotonic()
-        if not self._jobs or now - self._last_cancel_sweep < CANCEL_SWEEP_INTERVAL:
-            return
-        self._last_cancel_sweep = now
-        request_ids = list(self._jobs)
-        try:
-            flags = self.redis.mget([cancel_key(r) for r in request_ids])
-        except redis.RedisError:
-            return
-        for request_id, flag in zip(request_ids, flags):
-            if flag is not None:
-                self._cancel(request_id)
-
     def _events_for(self, outputs: list[ChoiceOutput]) -> list[JobEvent]:
         events: list[JobEvent] = []
         for output in outputs:
@@ -234,11 +209,14 @@ class GenerationLoop:
                 first_text.add(event.request_id)
         events = [e for e in events if e.request_id in reply_to]
         try:
-            unheard = self.publisher.publish(events, reply_to, first_text)
+            result = self.publisher.publish(events, reply_to, first_text, watch=list(self._jobs))
         except redis.RedisError as exc:
             # These events are lost; their clients will notice the gap. Stop generating for nobody.
             log.error("publishing events failed; dropping the affected jobs", extra={"error": repr(exc)})
-            unheard = set(reply_to)
+            result = PublishResult(unheard=set(reply_to))
+        unheard = result.unheard
+        for request_id in result.cancelled - unheard:
+            self._cancel(request_id)
         for event in events:
             active = self._jobs.get(event.request_id)
             if active is None:

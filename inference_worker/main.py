@@ -18,7 +18,6 @@ import dramatiq
 import redis
 from prometheus_client import start_http_server
 
-from broker.cancellation import CancelListener
 from broker.event_publisher import EventPublisher
 from broker.rabbitmq import worker_broker
 from broker.worker_directory import WorkerAnnouncer, WorkerInfo
@@ -68,7 +67,7 @@ def run_worker(settings: Settings) -> None:
         tokenizer = ChatTokenizer.from_directory(prepare_tokenizer(spec.tokenizer, settings.cache_dir))
         engine = create_engine(spec, settings, tokenizer)
         engine.load()
-        loops.append(GenerationLoop(engine, publisher, client, worker_id))
+        loops.append(GenerationLoop(engine, publisher, worker_id))
 
     broker = worker_broker(settings.broker_url)
     for loop in loops:
@@ -76,14 +75,6 @@ def run_worker(settings: Settings) -> None:
         loop.start()
 
     by_model = {loop.model: loop for loop in loops}
-
-    def on_cancel(request_id: str) -> None:
-        for loop in by_model.values():
-            loop.cancel(request_id)
-
-    cancels = CancelListener(settings.redis_url, on_cancel)
-    cancels.start()
-
     info = WorkerInfo(worker_id=worker_id, models=tuple(by_model), host=socket.gethostname(),
                       pid=os.getpid(), engine=",".join(sorted({s.engine for s in specs})),
                       max_batch_size=settings.max_batch_size, started_at=time.time())
@@ -114,7 +105,6 @@ def run_worker(settings: Settings) -> None:
     announcer.stop()
     depth.stop()
     worker.stop(timeout=SHUTDOWN_GRACE_MS)
-    cancels.stop()
     for loop in loops:
         loop.stop()
     broker.close()

@@ -1,30 +1,21 @@
-"""A client that leaves reaches the workers: at once through pub/sub, later through the cancel key."""
+"""A client that leaves reaches the worker in the round trip the worker makes after every step."""
 
 from __future__ import annotations
 
-import queue
-import time
+from broker.cancellation import is_cancelled, request_cancel
+from broker.contracts import EventKind, JobEvent
+from broker.event_publisher import EventPublisher
 
-from broker.cancellation import CancelListener, is_cancelled, request_cancel
 
+def test_a_cancel_is_reported_with_the_next_published_step(redis_client):
+    request_cancel(redis_client, "req-cancelled")
+    events = [JobEvent("req-cancelled", EventKind.DELTA, 0, text="a"),
+              JobEvent("req-running", EventKind.DELTA, 0, text="b")]
 
-def test_a_cancel_reaches_a_listening_worker_and_is_remembered(redis_client, redis_url):
-    received: queue.Queue = queue.Queue()
-    listener = CancelListener(redis_url, received.put)
-    listener.start()
-    try:
-        deadline = time.monotonic() + 5
-        # Subscribing is asynchronous: cancel until the listener has heard one.
-        while time.monotonic() < deadline:
-            request_cancel(redis_client, "req-cancelled")
-            try:
-                assert received.get(timeout=0.2) == "req-cancelled"
-                break
-            except queue.Empty:
-                continue
-        else:
-            raise AssertionError("the cancel listener never received the cancel")
-        assert is_cancelled(redis_client, "req-cancelled")
-        assert not is_cancelled(redis_client, "req-never-cancelled")
-    finally:
-        listener.stop()
+    result = EventPublisher(redis_client).publish(
+        events, {"req-cancelled": "llg:events:x", "req-running": "llg:events:x"},
+        watch=["req-cancelled", "req-running", "req-queued"])
+
+    assert result.cancelled == {"req-cancelled"}
+    assert is_cancelled(redis_client, "req-cancelled")
+    assert not is_cancelled(redis_client, "req-running")

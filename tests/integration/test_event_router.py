@@ -19,7 +19,8 @@ def test_events_reach_their_request_in_order(run_under_gevent, redis_url):
         step1 = [JobEvent("req-a", EventKind.DELTA, 0, text="Hel"), JobEvent("req-b", EventKind.DELTA, 0, text="X"),
                  JobEvent("req-gone", EventKind.DELTA, 0, text="nobody")]
         step2 = [JobEvent("req-a", EventKind.DELTA, 1, text="lo")]
-        unheard = publisher.publish(step1, {"req-a": channel, "req-b": channel, "req-gone": channel}, {"req-a"})
+        unheard = publisher.publish(step1, {"req-a": channel, "req-b": channel, "req-gone": channel},
+                                    {"req-a"}).unheard
         publisher.publish(step2, {"req-a": channel})
         got_a = [first.get(timeout=5).text, first.get(timeout=5).text]
         got_b = [second.get(timeout=5).text]
@@ -40,7 +41,7 @@ def test_publishing_to_a_channel_nobody_listens_to_reports_the_requests(redis_cl
     from broker.event_publisher import EventPublisher
 
     unheard = EventPublisher(redis_client).publish([JobEvent("req-x", EventKind.DELTA, 0, text="t")],
-                                                   {"req-x": "llg:events:no-such-process"})
+                                                   {"req-x": "llg:events:no-such-process"}).unheard
 
     assert unheard == {"req-x"}
 

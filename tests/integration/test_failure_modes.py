@@ -114,14 +114,14 @@ def test_a_worker_killed_before_its_first_token_is_replaced_and_the_request_comp
 
     asker = threading.Thread(target=ask)
     asker.start()
-    wait_until(lambda: any(redis_client.scan_iter("llg:job:*:attempts")), timeout=10,
-               message="the first worker took the job")
+    wait_until(lambda: "job admitted" in stack.logs(), timeout=10, message="the first worker took the job")
     stack.start_worker(BENCH, LLAMAGATE_BENCHMARK_STEP_MS="50")
     stack.wait_ready(BENCH, timeout=60, workers=2)
     stack.kill(doomed)
     asker.join(timeout=30)
 
     completion = result["completion"]
+    assert any(redis_client.scan_iter("llg:job:*:attempts")), "the job was not redelivered"
     assert completion.choices[0].message.content == " The quick"
     assert completion.choices[0].finish_reason == "length"
     assert completion.usage.completion_tokens == 2

@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from broker.contracts import EventKind, GenerationJob, JobEvent, SamplingParams
-from broker.naming import cancel_key
+from broker.event_publisher import PublishResult
 from inference_worker.engines.benchmark import WORDS, BenchmarkEngine
 from inference_worker.generation_loop import GenerationLoop
 from shared.settings import Settings
@@ -26,37 +26,29 @@ def benchmark_text(tokens: int) -> str:
 
 
 class FakePublisher:
-    """Records every published batch; can pretend nobody listens, fail, or act as events go out."""
+    """Records every published batch; can pretend nobody listens, that clients cancelled, fail,
+    or act as events go out."""
 
     def __init__(self) -> None:
         self.batches: list[tuple[list[JobEvent], dict[str, str], set[str]]] = []
         self.unheard: set[str] = set()
+        self.cancelled: set[str] = set()
+        self.watched: list[str] = []
         self.failing = False
         self.on_publish: Optional[Callable[[list[JobEvent]], None]] = None
 
-    def publish(self, events, reply_to, first_text=frozenset()):
+    def publish(self, events, reply_to, first_text=frozenset(), watch=()):
         self.batches.append((list(events), dict(reply_to), set(first_text)))
+        self.watched.extend(watch)
         if self.on_publish is not None:
             self.on_publish(events)
         if self.failing:
             raise redis.ConnectionError("Redis went away")
-        return {e.request_id for e in events} & self.unheard
+        return PublishResult(unheard={e.request_id for e in events} & self.unheard,
+                             cancelled=set(watch) & self.cancelled)
 
     def events(self, request_id: str) -> list[JobEvent]:
         return [e for events, _, _ in self.batches for e in events if e.request_id == request_id]
-
-
-class FakeRedis:
-    """The one call the loop makes: MGET of cancel flags."""
-
-    def __init__(self) -> None:
-        self.cancelled: set[str] = set()
-        self.asked: list[str] = []
-
-    def mget(self, keys):
-        self.asked.extend(keys)
-        flagged = {cancel_key(r) for r in self.cancelled}
-        return [b"1" if key in flagged else None for key in keys]
 
 
 class FlakyEngine(BenchmarkEngine):
@@ -85,7 +77,6 @@ class Worker:
     loop: GenerationLoop
     engine: BenchmarkEngine
     publisher: FakePublisher
-    redis: FakeRedis
 
     def run(self, job: GenerationJob, attempt: int = 1) -> list[JobEvent]:
         """Submit `job`, wait until it has ended, and return its events."""
@@ -99,11 +90,11 @@ def make_worker(benchmark_spec, chat_tokenizer):
 
     def make(engine_class=BenchmarkEngine, spec=benchmark_spec, **settings) -> Worker:
         engine = engine_class(spec, Settings.from_env({}, **settings), chat_tokenizer)
-        publisher, fake_redis = FakePublisher(), FakeRedis()
-        loop = GenerationLoop(engine, publisher, fake_redis, WORKER_ID)  # type: ignore[arg-type]
+        publisher = FakePublisher()
+        loop = GenerationLoop(engine, publisher, WORKER_ID)  # type: ignore[arg-type]
         loops.append(loop)
         loop.start()
-        return Worker(loop, engine, publisher, fake_redis)
+        return Worker(loop, engine, publisher)
 
     yield make
     for loop in loops:
@@ -204,10 +195,10 @@ def test_loop_is_idle_after_a_job(worker):
 
 # --- cancellation, abandonment, failures ----------------------------------------------------------
 
-def test_cancel_stops_a_job_early(worker):
+def test_cancel_stops_a_job_within_one_step(worker):
     def cancel_at_third_delta(events):
         if len([e for e in worker.publisher.events("req-1") if e.kind == EventKind.DELTA]) == 3:
-            worker.loop.cancel("req-1")
+            worker.publisher.cancelled.add("req-1")
 
     worker.publisher.on_publish = cancel_at_third_delta
     events = worker.run(make_job(max_tokens=1000))
@@ -215,16 +206,16 @@ def test_cancel_stops_a_job_early(worker):
     assert not worker.engine.has_work
 
 
-def test_cancel_of_an_unknown_request_is_ignored(worker):
-    worker.loop.cancel("nobody")
+def test_a_cancel_of_another_request_changes_nothing(worker):
+    worker.publisher.cancelled.add("nobody")
     assert kinds(worker.run(make_job()))[-1] == EventKind.DONE
 
 
-def test_cancel_flag_in_redis_stops_a_job(worker):
-    worker.redis.cancelled.add("req-1")
+def test_a_job_cancelled_before_it_started_is_dropped_at_admission(worker):
+    worker.publisher.cancelled.add("req-1")
     events = worker.run(make_job(max_tokens=1000))
-    assert cancel_key("req-1") in worker.redis.asked
-    assert EventKind.DONE not in kinds(events) and EventKind.FINISH not in kinds(events)
+    assert "req-1" in worker.publisher.watched
+    assert kinds(events) == ["started"]
     assert not worker.engine.has_work
 
 
