@@ -66,10 +66,15 @@ def start_chat_completion(runtime: Runtime, request: ChatCompletionRequest, requ
     message = build_job_message(chat_queue(spec.id), chat_actor(spec.id), job.to_payload(),
                                 max_age_ms=int(settings.queue_timeout * 1000))
     try:
-        runtime.broker.enqueue(message)
+        runtime.publisher.enqueue(message)
     except EnqueueError as exc:
         runtime.router.unregister(request_id)
         log.error("enqueue failed", extra={"error": str(exc)})
+        try:
+            # RabbitMQ may still take the job after the timeout: no worker should run it then.
+            request_cancel(runtime.redis, request_id)
+        except redis.RedisError:
+            pass
         raise ServiceUnavailableError("The job queue is unavailable; please retry.") from None
     stream = JobStream(job, events, runtime.directory, tick=min(1.0, settings.keepalive_interval),
                        worker_wait_timeout=settings.worker_wait_timeout, client_gone=client_gone)

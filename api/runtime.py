@@ -14,7 +14,7 @@ import gevent
 import redis
 
 from broker.event_router import EventRouter
-from broker.publisher import PooledRabbitmqBroker
+from broker.publisher import JobPublisher
 from broker.worker_directory import WorkerDirectory
 from shared.chat_tokenizer import ChatTokenizer
 from shared.registry import ModelRegistry, ModelSpec
@@ -32,8 +32,7 @@ class Runtime:
         self.redis = redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(
             settings.redis_url, max_connections=settings.redis_max_connections, timeout=2.0,
             socket_timeout=5.0, socket_connect_timeout=2.0))
-        self.broker = PooledRabbitmqBroker(url=settings.broker_url, pool_size=settings.publisher_pool_size,
-                                           enqueue_timeout=settings.enqueue_timeout)
+        self.publisher = JobPublisher(settings.broker_url, enqueue_timeout=settings.enqueue_timeout)
         self.router = EventRouter(settings.redis_url, self.instance_id)
         self.directory = WorkerDirectory(self.redis, interval=1.0)
         self._tokenizers: dict[str, ChatTokenizer] = {}
@@ -50,7 +49,6 @@ class Runtime:
             log.warning("worker directory unavailable at start", extra={"error": repr(exc)})
         self.prepare_tokenizers()
         self.router.start()
-        self.broker.start_keepalive()
         self._greenlets.append(gevent.spawn(self.directory.run_forever, gevent.sleep))
         log.info("web process started", extra={"instance_id": self.instance_id})
 
@@ -58,7 +56,7 @@ class Runtime:
         self.router.stop()
         for greenlet in self._greenlets:
             greenlet.kill()
-        self.broker.close()
+        self.publisher.close()
 
     def tokenizer(self, spec: ModelSpec) -> ChatTokenizer:
         """The model's tokenizer, loaded once per process from the local cache."""

@@ -1,10 +1,11 @@
 """The generation loop: one thread that owns an engine and everything it runs.
 
 dramatiq's actor threads never touch the engine; they post jobs to this loop's inbox. Each
-iteration admits new jobs, enforces deadlines, runs one engine step for the whole batch, and
-publishes that step's events in one Redis round trip, which also reports the jobs whose clients
-have gone (they are dropped before the next step). The loop's tick time tells the announcer
-whether it is alive.
+iteration admits new jobs, enforces deadlines, runs one engine step for the whole batch, and hands
+that step's events to the outbox, which publishes them without holding up the next step. What the
+outbox learns from Redis (jobs whose clients have gone, or whose web process no longer listens)
+comes back through the inbox, and those jobs leave the batch before the following step. The
+loop's tick time tells the announcer whether it is alive.
 """
 
 from __future__ import annotations
@@ -16,12 +17,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
-import redis
-
-from broker.contracts import EventKind, GenerationJob, JobEvent
+from broker.contracts import TERMINAL_KINDS, EventKind, GenerationJob, JobEvent
 from broker.event_publisher import EventPublisher, PublishResult
 from inference_worker import metrics
 from inference_worker.engines.base import ChoiceOutput, Engine, EngineRequest
+from inference_worker.outbox import OutgoingBatch, Outbox
 from shared.errors import ContextLengthExceededError, InvalidRequestError, LlamaGateError, RequestTimeoutError, ServerError
 from shared.structured_logging import request_id_var
 
@@ -53,24 +53,26 @@ class ActiveJob:
 class GenerationLoop:
     def __init__(self, engine: Engine, publisher: EventPublisher, worker_id: str):
         self.engine = engine
-        self.publisher = publisher
         self.worker_id = worker_id
         self.model = engine.spec.id
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._jobs: dict[str, ActiveJob] = {}
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"generation-loop-{self.model}", daemon=True)
+        self.outbox = Outbox(publisher, lambda result: self._inbox.put(("published", result)), self.model)
         self.last_tick = time.monotonic()
 
     # --- called from other threads -------------------------------------------------------------
 
     def start(self) -> None:
+        self.outbox.start()
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stopping.set()
         self._inbox.put(("wake", None))
         self._thread.join(timeout)
+        self.outbox.stop(timeout)
 
     def submit(self, job: GenerationJob, attempt: int) -> threading.Event:
         """Hand a job to the loop; the returned event is set once the job has ended, however it ended."""
@@ -113,6 +115,8 @@ class GenerationLoop:
                     event = self._admit(value)
                     if event is not None:
                         started_events.append(event)
+                elif kind == "published":
+                    self._apply_publish_result(value)
                 item = self._inbox.get_nowait()
         except queue.Empty:
             pass
@@ -195,59 +199,53 @@ class GenerationLoop:
         return events
 
     def _publish(self, events: list[JobEvent]) -> None:
-        if not events:
-            return
-        reply_to: dict[str, str] = {}
-        first_text: set[str] = set()
+        """Hand events to the outbox. A job whose last event is among them leaves the loop now;
+        its actor is released once the event is out, so RabbitMQ's ack follows the answer."""
+        batch = OutgoingBatch(events=[], reply_to={})
         for event in events:
             active = self._jobs.get(event.request_id)
             if active is None:
                 continue
-            reply_to[event.request_id] = active.job.reply_to
+            batch.events.append(event)
+            batch.reply_to[event.request_id] = active.job.reply_to
             if event.kind == EventKind.DELTA and not active.emitted_text:
                 active.emitted_text = True
-                first_text.add(event.request_id)
-        events = [e for e in events if e.request_id in reply_to]
-        try:
-            result = self.publisher.publish(events, reply_to, first_text, watch=list(self._jobs))
-        except redis.RedisError as exc:
-            # These events are lost; their clients will notice the gap. Stop generating for nobody.
-            log.error("publishing events failed; dropping the affected jobs", extra={"error": repr(exc)})
-            result = PublishResult(unheard=set(reply_to))
-        unheard = result.unheard
-        for request_id in result.cancelled - unheard:
-            self._cancel(request_id)
-        for event in events:
-            active = self._jobs.get(event.request_id)
-            if active is None:
-                continue
-            if event.request_id in unheard:
-                self.engine.abort(event.request_id)
-                log.info("nobody is listening for this job any more; stopped",
-                         extra={"request_id": event.request_id})
+                batch.first_text.add(event.request_id)
+            if event.kind in TERMINAL_KINDS:
+                self._end(active, "completed" if event.kind == EventKind.DONE else "failed", release=False)
+                batch.on_published.append(active.done)
+        if batch.events:
+            batch.watch = list(self._jobs)
+            # A job's first events are on the way to its first token: worth publishing inline.
+            urgent = bool(batch.first_text) or any(e.kind == EventKind.STARTED for e in batch.events)
+            self.outbox.send(batch, urgent=urgent)
+
+    def _apply_publish_result(self, result: PublishResult) -> None:
+        for request_id in result.unheard:
+            active = self._jobs.get(request_id)
+            if active is not None:
+                self.engine.abort(request_id)
+                log.info("nobody is listening for this job any more; stopped", extra={"request_id": request_id})
                 self._end(active, "abandoned")
-            elif event.kind == EventKind.DONE:
-                self._end(active, "completed")
-            elif event.kind == EventKind.ERROR:
-                self._end(active, "failed")
+        for request_id in result.cancelled:
+            self._cancel(request_id)
 
     def _finish_with_error(self, active: ActiveJob, error: LlamaGateError) -> None:
-        event = active.event(EventKind.ERROR, error=error.to_dict()["error"], status=error.status)
-        self._publish([event])
-        if active.job.request_id in self._jobs:  # publish failed before ending it
-            self._end(active, "failed")
+        self._publish([active.event(EventKind.ERROR, error=error.to_dict()["error"], status=error.status)])
 
     def _fail_all(self, error: LlamaGateError) -> None:
         for active in list(self._jobs.values()):
             self.engine.abort(active.job.request_id)
             self._finish_with_error(active, error)
 
-    def _end(self, active: ActiveJob, outcome: str) -> None:
+    def _end(self, active: ActiveJob, outcome: str, release: bool = True) -> None:
+        """Remove a job from the loop; `release` its actor now, or leave that to the outbox."""
         self._jobs.pop(active.job.request_id, None)
         metrics.JOBS.labels(self.model, outcome).inc()
         if active.first_token_at is not None:
             metrics.TIME_TO_FIRST_TOKEN.labels(self.model).observe(active.first_token_at - active.admitted_at)
-        active.done.set()
+        if release:
+            active.done.set()
 
     @staticmethod
     def _usage(active: ActiveJob) -> dict[str, int]:

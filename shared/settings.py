@@ -52,7 +52,6 @@ class Settings:
 
     # Web tier.
     max_body_bytes: int = _env("LLAMAGATE_MAX_BODY_BYTES", default=8 * 1024 * 1024)
-    publisher_pool_size: int = _env("LLAMAGATE_PUBLISHER_POOL_SIZE", default=4)
     redis_max_connections: int = _env("LLAMAGATE_REDIS_MAX_CONNECTIONS", default=64)
     host: str = _env("LLAMAGATE_HOST", default="127.0.0.1")
     port: int = _env("PORT", "LLAMAGATE_PORT", default=8000)
@@ -90,7 +89,7 @@ class Settings:
         """Reject values that would make the service misbehave rather than fail loudly later."""
         positive = ("default_max_tokens", "max_batch_size", "max_choices", "enqueue_timeout",
                     "queue_timeout", "generation_timeout", "heartbeat_interval", "heartbeat_ttl",
-                    "stall_timeout", "keepalive_interval", "max_body_bytes", "publisher_pool_size")
+                    "stall_timeout", "keepalive_interval", "max_body_bytes")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"setting {name} must be positive, got {getattr(self, name)!r}")

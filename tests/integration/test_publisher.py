@@ -1,4 +1,4 @@
-"""Publishing jobs from gevent greenlets: bounded connections, confirms, bounded waiting."""
+"""Publishing jobs from gevent greenlets: one connection, every job confirmed, bounded waiting."""
 
 from __future__ import annotations
 
@@ -28,29 +28,76 @@ def delete_queues(broker_url: str, queue: str) -> None:
         connection.close()
 
 
-def test_many_greenlets_share_a_small_pool_and_every_job_is_confirmed(run_under_gevent, broker_url):
+def declare(broker_url: str, queue: str) -> None:
+    """Declare `queue` the way a dramatiq worker does (the web tier only publishes to it)."""
+    from dramatiq.brokers.rabbitmq import RabbitmqBroker
+
+    broker = RabbitmqBroker(url=broker_url)
+    broker.declare_queue(queue, ensure=True)
+    broker.close()
+
+
+def test_many_greenlets_share_one_connection_and_every_job_is_confirmed(run_under_gevent, broker_url):
     queue = f"llamagate.test.{uuid.uuid4().hex[:8]}"
+    declare(broker_url, queue)
     try:
         result = run_under_gevent("""
-            import gevent
-            from broker.publisher import PooledRabbitmqBroker
+            import gevent, gc, pika
+            from broker.publisher import JobPublisher
             from broker.rabbitmq import build_job_message
 
-            broker = PooledRabbitmqBroker(url=url, pool_size=3, enqueue_timeout=5.0)
-            most_open = 0
-
-            def publish(i):
-                global most_open
-                broker.enqueue(build_job_message(queue, "actor", {"i": i}, max_age_ms=60000))
-                most_open = max(most_open, broker.open_connections())
-
-            gevent.joinall([gevent.spawn(publish, i) for i in range(200)], raise_error=True)
-            print(json.dumps({"most_open": most_open, "open_after": broker.open_connections()}))
+            publisher = JobPublisher(url, enqueue_timeout=5.0)
+            gevent.joinall([gevent.spawn(publisher.enqueue, build_job_message(queue, "actor", {"i": i}, 60000))
+                            for i in range(200)], raise_error=True)
+            connections = [o for o in gc.get_objects() if isinstance(o, pika.connection.Connection)]
+            print(json.dumps({"connections": len(connections)}))
         """, url=broker_url, queue=queue)
 
         # dramatiq's stock broker would have opened one connection per greenlet: 200.
-        assert 1 <= result["most_open"] <= 3
+        assert result["connections"] == 1
         assert queue_depth(broker_url, queue) == 200
+    finally:
+        delete_queues(broker_url, queue)
+
+
+def test_a_job_for_a_missing_queue_is_refused_not_lost(run_under_gevent, broker_url):
+    result = run_under_gevent("""
+        from broker.publisher import JobPublisher
+        from broker.rabbitmq import EnqueueError, build_job_message
+
+        publisher = JobPublisher(url, enqueue_timeout=5.0)
+        try:
+            publisher.enqueue(build_job_message("llamagate.test.no-such-queue", "actor", {}, 1000))
+            outcome = "published"
+        except EnqueueError as exc:
+            outcome = str(exc)
+        print(json.dumps({"outcome": outcome, "connected": publisher.connected}))
+    """, url=broker_url)
+
+    assert "no queue" in result["outcome"]
+    assert result["connected"]
+
+
+def test_publishing_resumes_after_the_connection_is_lost(run_under_gevent, broker_url):
+    queue = f"llamagate.test.{uuid.uuid4().hex[:8]}"
+    declare(broker_url, queue)
+    try:
+        result = run_under_gevent("""
+            import gevent
+            from broker.publisher import JobPublisher
+            from broker.rabbitmq import build_job_message
+
+            publisher = JobPublisher(url, enqueue_timeout=5.0)
+            publisher.enqueue(build_job_message(queue, "actor", {"i": 1}, 60000))
+            import socket
+            publisher._connection._transport._sock.shutdown(socket.SHUT_RDWR)  # the connection drops
+            gevent.sleep(0.5)
+            publisher.enqueue(build_job_message(queue, "actor", {"i": 2}, 60000))
+            print(json.dumps({"connected": publisher.connected}))
+        """, url=broker_url, queue=queue)
+
+        assert result["connected"]
+        assert queue_depth(broker_url, queue) == 2
     finally:
         delete_queues(broker_url, queue)
 
@@ -60,13 +107,13 @@ def test_unreachable_rabbitmq_fails_fast_with_enqueue_error(run_under_gevent):
         sock.bind(("127.0.0.1", 0))
         closed_port = sock.getsockname()[1]  # nothing listens once the socket is closed
     result = run_under_gevent("""
-        from broker.publisher import PooledRabbitmqBroker
+        from broker.publisher import JobPublisher
         from broker.rabbitmq import EnqueueError, build_job_message
 
-        broker = PooledRabbitmqBroker(url=url, pool_size=2, enqueue_timeout=2.0)
+        publisher = JobPublisher(url, enqueue_timeout=2.0)
         started = time.monotonic()
         try:
-            broker.enqueue(build_job_message("q", "actor", {}, max_age_ms=1000))
+            publisher.enqueue(build_job_message("q", "actor", {}, max_age_ms=1000))
             outcome = "published"
         except EnqueueError as exc:
             outcome = "EnqueueError"
@@ -106,13 +153,13 @@ def silent_server():
 
 def test_a_hung_broker_times_out_within_the_enqueue_timeout(run_under_gevent, silent_server):
     result = run_under_gevent("""
-        from broker.publisher import PooledRabbitmqBroker
+        from broker.publisher import JobPublisher
         from broker.rabbitmq import EnqueueError, build_job_message
 
-        broker = PooledRabbitmqBroker(url=url, pool_size=2, enqueue_timeout=1.0)
+        publisher = JobPublisher(url, enqueue_timeout=1.0)
         started = time.monotonic()
         try:
-            broker.enqueue(build_job_message("q", "actor", {}, max_age_ms=1000))
+            publisher.enqueue(build_job_message("q", "actor", {}, max_age_ms=1000))
             outcome = "published"
         except EnqueueError:
             outcome = "EnqueueError"

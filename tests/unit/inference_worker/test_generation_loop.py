@@ -195,14 +195,25 @@ def test_loop_is_idle_after_a_job(worker):
 
 # --- cancellation, abandonment, failures ----------------------------------------------------------
 
-def test_cancel_stops_a_job_within_one_step(worker):
+# Results from Redis reach the loop asynchronously (through the outbox), so a job is dropped a
+# few steps after its client left, long before a job this long could end by itself.
+ENDLESS = 8_000  # as long as the benchmark model's context allows
+
+
+def assert_stopped_early(events: list[JobEvent]) -> None:
+    assert EventKind.DONE not in kinds(events) and EventKind.FINISH not in kinds(events)
+    assert len([e for e in events if e.kind == EventKind.DELTA]) < ENDLESS
+
+
+def test_cancel_stops_a_running_job(worker):
     def cancel_at_third_delta(events):
-        if len([e for e in worker.publisher.events("req-1") if e.kind == EventKind.DELTA]) == 3:
+        if len([e for e in worker.publisher.events("req-1") if e.kind == EventKind.DELTA]) >= 3:
             worker.publisher.cancelled.add("req-1")
 
     worker.publisher.on_publish = cancel_at_third_delta
-    events = worker.run(make_job(max_tokens=1000))
-    assert kinds(events) == ["started", "delta", "delta", "delta"]
+    events = worker.run(make_job(max_tokens=ENDLESS))
+    assert_stopped_early(events)
+    assert len([e for e in events if e.kind == EventKind.DELTA]) >= 3
     assert not worker.engine.has_work
 
 
@@ -211,35 +222,49 @@ def test_a_cancel_of_another_request_changes_nothing(worker):
     assert kinds(worker.run(make_job()))[-1] == EventKind.DONE
 
 
-def test_a_job_cancelled_before_it_started_is_dropped_at_admission(worker):
+def test_a_job_cancelled_before_it_started_is_dropped_soon_after_admission(worker):
     worker.publisher.cancelled.add("req-1")
-    events = worker.run(make_job(max_tokens=1000))
+    events = worker.run(make_job(max_tokens=ENDLESS))
     assert "req-1" in worker.publisher.watched
-    assert kinds(events) == ["started"]
+    assert kinds(events)[0] == "started"
+    assert_stopped_early(events)
     assert not worker.engine.has_work
 
 
 def test_unheard_job_is_aborted(worker):
     worker.publisher.unheard.add("req-1")
-    events = worker.run(make_job(max_tokens=1000))
-    assert kinds(events) == ["started"]
+    events = worker.run(make_job(max_tokens=ENDLESS))
+    assert_stopped_early(events)
     assert not worker.engine.has_work
 
 
 def test_unheard_job_leaves_other_jobs_running(worker):
     worker.publisher.unheard.add("gone")
-    gone, kept = make_job("gone", max_tokens=1000), make_job("kept", max_tokens=20)
+    gone, kept = make_job("gone", max_tokens=ENDLESS), make_job("kept", max_tokens=20)
     done = [worker.loop.submit(gone, 1), worker.loop.submit(kept, 1)]
     assert all(d.wait(WAIT) for d in done)
-    assert kinds(worker.publisher.events("gone")) == ["started"]
+    assert_stopped_early(worker.publisher.events("gone"))
     assert text_of(worker.publisher.events("kept")) == benchmark_text(20)
 
 
 def test_failed_publish_drops_the_job(worker):
     worker.publisher.failing = True
-    worker.run(make_job(max_tokens=1000))
-    assert len(worker.publisher.batches) == 1
+    events = worker.run(make_job(max_tokens=ENDLESS))
+    assert_stopped_early(events)
     assert not worker.engine.has_work
+
+
+def test_the_actor_is_released_only_once_the_last_event_is_out(worker):
+    released_before_done_was_published = []
+
+    def check(events):
+        if any(e.kind == EventKind.DONE for e in events):
+            released_before_done_was_published.append(done.is_set())
+
+    worker.publisher.on_publish = check
+    done = worker.loop.submit(make_job(max_tokens=5), 1)
+    assert done.wait(WAIT)
+    assert released_before_done_was_published == [False]
 
 
 def test_prompt_and_max_tokens_beyond_the_context_is_an_error(worker, benchmark_spec):
@@ -284,7 +309,7 @@ def test_deadline_ends_a_running_job(make_worker):
 
 
 def test_duplicate_delivery_of_a_running_job_is_ignored(worker):
-    job = make_job(max_tokens=50)
+    job = make_job(max_tokens=2000)  # long enough to be running still when the duplicate arrives
     duplicate_done: list[threading.Event] = []
 
     def redeliver_once(events):
@@ -296,7 +321,7 @@ def test_duplicate_delivery_of_a_running_job_is_ignored(worker):
     assert duplicate_done[0].wait(WAIT)
     assert kinds(events).count("started") == 1
     assert {e.attempt for e in events} == {1}
-    assert text_of(events) == benchmark_text(50)
+    assert text_of(events) == benchmark_text(2000)
 
 
 def test_engine_failure_fails_the_batch_and_the_loop_survives(make_worker):

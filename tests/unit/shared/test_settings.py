@@ -95,8 +95,7 @@ def test_unparsable_variable_is_named_in_the_error(variable, raw):
 
 @pytest.mark.parametrize("name", ["default_max_tokens", "max_batch_size", "enqueue_timeout",
                                   "queue_timeout", "generation_timeout", "heartbeat_interval",
-                                  "stall_timeout", "keepalive_interval", "max_body_bytes",
-                                  "publisher_pool_size"])
+                                  "stall_timeout", "keepalive_interval", "max_body_bytes"])
 @pytest.mark.parametrize("value", [0, -1])
 def test_non_positive_limit_is_refused(name, value):
     with pytest.raises(ValueError, match=name):
