@@ -20,6 +20,7 @@ import redis
 from prometheus_client import start_http_server
 
 from broker.event_publisher import EventPublisher
+from broker.naming import chat_queue
 from broker.rabbitmq import worker_broker
 from broker.worker_directory import WorkerAnnouncer, WorkerInfo
 from inference_worker.actors import register_chat_actor
@@ -80,7 +81,11 @@ def run_worker(settings: Settings) -> None:
     broker = worker_broker(settings.broker_url)
     for loop in loops:
         register_chat_actor(broker, loop, client, publisher, settings)
+        broker.declare_queue(chat_queue(loop.model), ensure=True)
         loop.start()
+    # Declared here, the queues need no declaring connection in each consumer thread, where it
+    # would sit idle, miss its heartbeats and be closed by RabbitMQ (noisily, at shutdown).
+    del broker.connection
 
     by_model = {loop.model: loop for loop in loops}
     info = WorkerInfo(worker_id=worker_id, models=tuple(by_model), host=socket.gethostname(),
