@@ -45,9 +45,9 @@ def start_chat_completion(runtime: Runtime, request: ChatCompletionRequest, requ
         raise InvalidRequestError(f"The model `{spec.id}` does not support chat completions.", param="model")
     if request.n > settings.max_choices:
         raise InvalidRequestError(f"Invalid 'n': at most {settings.max_choices} choices per request.", param="n")
-    await_live_worker(runtime, spec.id)
     prompt_tokens = count_prompt_tokens(runtime, spec, request)
     max_tokens = resolve_max_tokens(spec, prompt_tokens, request.max_tokens, settings.default_max_tokens)
+    await_live_worker(runtime, spec.id)  # after the checks that cannot pass by waiting
     if not runtime.router.wait_subscribed(1.0):
         raise ServiceUnavailableError("The token stream is unavailable (Redis); please retry.")
 
