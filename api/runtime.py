@@ -62,8 +62,10 @@ class Runtime:
         """The model's tokenizer, loaded once per process from the local cache."""
         tokenizer = self._tokenizers.get(spec.id)
         if tokenizer is None:
-            tokenizer = ChatTokenizer.from_directory(prepare_tokenizer(spec.tokenizer, self.settings.cache_dir))
-            self._tokenizers[spec.id] = tokenizer
+            directory = prepare_tokenizer(spec.tokenizer, self.settings.cache_dir)
+            # Models sharing a tokenizer share one instance (tens of MB each).
+            tokenizer = self._tokenizers.get(str(directory)) or ChatTokenizer.from_directory(directory)
+            self._tokenizers[spec.id] = self._tokenizers[str(directory)] = tokenizer
         return tokenizer
 
     def prepare_tokenizers(self) -> None:
