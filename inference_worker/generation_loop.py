@@ -22,7 +22,8 @@ from broker.event_publisher import EventPublisher, PublishResult
 from inference_worker import metrics
 from inference_worker.engines.base import ChoiceOutput, Engine, EngineRequest
 from inference_worker.outbox import OutgoingBatch, Outbox
-from shared.errors import ContextLengthExceededError, InvalidRequestError, LlamaGateError, RequestTimeoutError, ServerError
+from shared.errors import (ContextLengthExceededError, InvalidRequestError, LlamaGateError, RequestTimeoutError,
+                           ServerError)
 from shared.structured_logging import request_id_var
 
 log = logging.getLogger(__name__)

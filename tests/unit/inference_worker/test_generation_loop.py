@@ -165,7 +165,7 @@ def test_stop_string_ends_the_choice(worker):
 def test_events_go_to_the_jobs_web_process(worker):
     job = make_job()
     worker.run(job)
-    for events, reply_to, _ in worker.publisher.batches:
+    for _, reply_to, _ in worker.publisher.batches:
         assert reply_to == {job.request_id: job.reply_to}
 
 

@@ -9,7 +9,7 @@ import shutil
 import jinja2
 import pytest
 
-from shared.chat_tokenizer import FALLBACK_CHAT_TEMPLATE, ChatTokenizer, message_text
+from shared.chat_tokenizer import ChatTokenizer, message_text
 
 CONVERSATIONS = {
     "one user turn": [{"role": "user", "content": "What is the capital of France?"}],
