@@ -24,9 +24,22 @@ if __package__ in (None, ""):  # run as `python bench/engine.py`: make `bench` i
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.loadgen import LoadResult, LoadSpec, Target, print_errors, run_load
-from bench.report import describe_load, host_load, format_ms, print_json_line, print_table
-from bench.stack import (Stack, StackConfig, StackError, add_stack_arguments, check_stack_arguments,
-                         cpu_seconds, install_signal_handlers)
+from bench.report import (
+    describe_load,
+    format_ms,
+    host_load,
+    print_json_line,
+    print_table,
+)
+from bench.stack import (
+    Stack,
+    StackConfig,
+    add_stack_arguments,
+    check_stack_arguments,
+    cpu_seconds,
+    exit_on_stack_failure,
+    install_signal_handlers,
+)
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 PROMPT = ("Write a long story about a lighthouse keeper who finds a message in a bottle. "
@@ -94,16 +107,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     load_before = host_load()
     print(f"host before: {describe_load(load_before)}", flush=True)
     print(f"stack: {config.describe()}", flush=True)
-    try:
-        with Stack(config) as stack:
-            print(f"ready at {stack.url}", flush=True)
-            points = asyncio.run(benchmark(stack, args))
-    except StackError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; the stack was stopped", file=sys.stderr)
-        return 130
+    with exit_on_stack_failure(), Stack(config) as stack:
+        print(f"ready at {stack.url}", flush=True)
+        points = asyncio.run(benchmark(stack, args))
 
     base_rate = points[0][0].tokens_per_second if points else 0.0
     rows = []

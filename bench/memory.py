@@ -28,9 +28,24 @@ if __package__ in (None, ""):  # run as `python bench/memory.py`: make `bench` i
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.loadgen import HttpConnection, LoadSpec, Target, run_load
-from bench.report import describe_load, host_load, format_mib, print_json_line, print_table
-from bench.stack import (Stack, StackConfig, StackError, add_stack_arguments, check_stack_arguments,
-                         install_signal_handlers, open_fds, rss_kib)
+from bench.report import (
+    describe_load,
+    format_mib,
+    host_load,
+    print_json_line,
+    print_table,
+)
+from bench.stack import (
+    Stack,
+    StackConfig,
+    StackError,
+    add_stack_arguments,
+    check_stack_arguments,
+    exit_on_stack_failure,
+    install_signal_handlers,
+    open_fds,
+    rss_kib,
+)
 from broker.naming import chat_queue
 from shared.settings import Settings
 
@@ -203,7 +218,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     model_config = StackConfig.from_args(args, (args.model,), web_concurrency=1)
     streams: Optional[dict] = None
     model: Optional[dict] = None
-    try:
+    with exit_on_stack_failure():
         if not args.model_only:
             print(f"part 1 stack: {streams_config.describe()}", flush=True)
             with Stack(streams_config) as stack:
@@ -212,12 +227,6 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"part 2 stack: {model_config.describe()}", flush=True)
             with Stack(model_config) as stack:
                 model = measure_model_worker(stack, args.model)
-    except StackError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; the stack was stopped", file=sys.stderr)
-        return 130
 
     print()
     rows = []

@@ -25,10 +25,25 @@ from typing import Optional
 if __package__ in (None, ""):  # run as `python bench/path.py`: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.loadgen import RESULT_COLUMNS, LoadResult, LoadSpec, Target, print_errors, result_row, run_load
+from bench.loadgen import (
+    RESULT_COLUMNS,
+    LoadResult,
+    LoadSpec,
+    Target,
+    print_errors,
+    result_row,
+    run_load,
+)
 from bench.report import describe_load, host_load, print_json_line, print_table
-from bench.stack import (Stack, StackConfig, StackError, add_stack_arguments, check_stack_arguments,
-                         cpu_seconds, install_signal_handlers)
+from bench.stack import (
+    Stack,
+    StackConfig,
+    add_stack_arguments,
+    check_stack_arguments,
+    cpu_seconds,
+    exit_on_stack_failure,
+    install_signal_handlers,
+)
 
 MODEL = "llamagate-benchmark"
 # (name, mode, concurrency, measure, comparison, target): what the issue asks of the path.
@@ -119,16 +134,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     load_before = host_load()
     print(f"host before: {describe_load(load_before)}", flush=True)
     print(f"stack: {config.describe()}", flush=True)
-    try:
-        with Stack(config) as stack:
-            print(f"ready at {stack.url}; web workers {stack.web_worker_pids()}", flush=True)
-            points = asyncio.run(benchmark(stack, args))
-    except StackError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; the stack was stopped", file=sys.stderr)
-        return 130
+    with exit_on_stack_failure(), Stack(config) as stack:
+        print(f"ready at {stack.url}; web workers {stack.web_worker_pids()}", flush=True)
+        points = asyncio.run(benchmark(stack, args))
 
     print()
     columns = RESULT_COLUMNS + ("web CPU ms/req", "worker CPU ms/req")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import ctypes
 import http.client
 import json
@@ -151,6 +152,19 @@ def install_signal_handlers() -> None:
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, exit_on_signal)
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+@contextlib.contextmanager
+def exit_on_stack_failure():
+    """Turn a stack that would not start (exit 2) or a Ctrl-C (exit 130) into the script's exit code."""
+    try:
+        yield
+    except StackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        print("interrupted; the stack was stopped", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 def free_port(host: str) -> int:

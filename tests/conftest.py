@@ -6,6 +6,7 @@ there: jobs go to their own RabbitMQ virtual host and state to their own Redis d
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -166,9 +167,9 @@ class Stack:
                 process.wait()
 
 
-@pytest.fixture(scope="session")
-def stack_factory(tmp_path_factory, broker_url, redis_url):
-    """Builds Stacks that are all torn down at the end of the session, whatever happened."""
+@contextlib.contextmanager
+def _stacks(tmp_path_factory, broker_url: str, redis_url: str):
+    """A maker of Stacks that stops every stack it made when the block ends, whatever happened."""
     stacks: list[Stack] = []
 
     def make(**env: str) -> Stack:
@@ -176,24 +177,25 @@ def stack_factory(tmp_path_factory, broker_url, redis_url):
         stacks.append(stack)
         return stack
 
-    yield make
-    for stack in stacks:
-        stack.stop()
+    try:
+        yield make
+    finally:
+        for stack in stacks:
+            stack.stop()
+
+
+@pytest.fixture(scope="session")
+def stack_factory(tmp_path_factory, broker_url, redis_url):
+    """Stacks that live for the whole session."""
+    with _stacks(tmp_path_factory, broker_url, redis_url) as make:
+        yield make
 
 
 @pytest.fixture
 def make_stack(tmp_path_factory, broker_url, redis_url):
-    """Like stack_factory, but the stacks are torn down at the end of the test."""
-    stacks: list[Stack] = []
-
-    def make(**env: str) -> Stack:
-        stack = Stack(tmp_path_factory.mktemp("stack"), broker_url, redis_url, **env)
-        stacks.append(stack)
-        return stack
-
-    yield make
-    for stack in stacks:
-        stack.stop()
+    """Stacks torn down at the end of the test."""
+    with _stacks(tmp_path_factory, broker_url, redis_url) as make:
+        yield make
 
 
 @pytest.fixture(scope="session")
