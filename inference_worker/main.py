@@ -64,8 +64,8 @@ def run_worker(settings: Settings) -> None:
     registry = ModelRegistry.load(settings.models_file)
     specs = served_models(settings, registry)
     worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    # Every actor thread may hold a connection at once (its admission checks), plus the loops'
-    # publishers: size the pool for that, and make a thread wait for a free one rather than fail.
+    # Actor threads (checking redelivered jobs) and the loops' outboxes may all hold a connection
+    # at once: size the pool for that, and make a thread wait for a free one rather than fail.
     client = redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(
         settings.redis_url, max_connections=settings.max_batch_size * len(settings.worker_models) + 8,
         timeout=10.0, socket_timeout=5.0, socket_connect_timeout=5.0))
@@ -92,8 +92,8 @@ def run_worker(settings: Settings) -> None:
                       pid=os.getpid(), engine=",".join(sorted({s.engine for s in specs})),
                       max_batch_size=settings.max_batch_size, started_at=time.time())
     announcer = WorkerAnnouncer(client, info, settings.heartbeat_interval, settings.heartbeat_ttl,
-                                is_healthy=lambda: all(l.seconds_since_tick() < settings.stall_timeout
-                                                       for l in loops))
+                                is_healthy=lambda: all(loop.seconds_since_tick() < settings.stall_timeout
+                                                       for loop in loops))
     depth = QueueDepthMonitor(settings.broker_url, list(by_model))
     if settings.worker_metrics_port:
         _serve_metrics(settings.worker_metrics_addr, settings.worker_metrics_port)
