@@ -102,7 +102,7 @@ def test_a_worker_killed_mid_stream_ends_the_stream_with_an_error(bench_stack, m
 
 def test_a_worker_killed_before_its_first_token_is_replaced_and_the_request_completes(
         bench_stack, make_openai_client, redis_client, wait_until):
-    stack = bench_stack(step_ms=3000)  # the first token takes 3 s: time to kill the worker
+    stack = bench_stack(step_ms=10000)  # the first token takes 10 s: time to kill the worker
     doomed = stack.start_worker(BENCH)
     stack.start_web()
     stack.wait_ready(BENCH, timeout=60)
