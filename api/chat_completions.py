@@ -60,8 +60,7 @@ def start_chat_completion(runtime: Runtime, request: ChatCompletionRequest, requ
                                 frequency_penalty=request.frequency_penalty),
         reply_to=runtime.router.channel, n=request.n, enqueued_at=now,
         start_by=now + settings.queue_timeout,
-        deadline=now + settings.queue_timeout + settings.generation_timeout,
-        prompt_tokens=prompt_tokens)
+        deadline=now + settings.queue_timeout + settings.generation_timeout)
     events = runtime.router.register(request_id)  # subscribed before the job can produce anything
     message = build_job_message(chat_queue(spec.id), chat_actor(spec.id), job.to_payload(),
                                 max_age_ms=int(settings.queue_timeout * 1000))

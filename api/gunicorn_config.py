@@ -42,6 +42,13 @@ def on_starting(server) -> None:
                 server.log.warning("tokenizer for %s unavailable: %s", spec.id, exc)
 
 
+def worker_exit(server, worker) -> None:
+    """Close the web process's RabbitMQ and Redis connections cleanly instead of dropping them."""
+    runtime = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("llamagate")
+    if runtime is not None and runtime.started:
+        runtime.stop()
+
+
 def child_exit(server, worker) -> None:
     from prometheus_client import multiprocess
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import gevent
-import pika
-import pika.exceptions
 import redis
 from flask import Blueprint, Response, current_app
 
 from api.json_body import json_response
+from broker.rabbitmq import EnqueueError
 
 blueprint = Blueprint("health", __name__)
 
@@ -28,7 +27,8 @@ def readyz() -> Response:
     runtime = current_app.extensions["llamagate"]
     checks = {
         "redis": _check(lambda: runtime.redis.ping()),
-        "rabbitmq": _check(lambda: _rabbitmq_reachable(runtime.settings.broker_url)),
+        # The connection jobs are published on; opened now if it is not open yet.
+        "rabbitmq": _check(runtime.publisher.connect),
         "event_stream": "ok" if runtime.router.subscribed else "not subscribed",
         "workers": "ok" if runtime.directory.fresh and runtime.directory.workers() else "no live worker",
     }
@@ -45,12 +45,5 @@ def _check(probe) -> str:
         return "ok"
     except gevent.Timeout:
         return "timeout"
-    except (redis.RedisError, pika.exceptions.AMQPError, OSError) as exc:
+    except (redis.RedisError, EnqueueError, OSError) as exc:
         return f"error: {type(exc).__name__}"
-
-
-def _rabbitmq_reachable(url: str) -> None:
-    parameters = pika.URLParameters(url)
-    parameters.socket_timeout = PROBE_TIMEOUT
-    parameters.blocked_connection_timeout = PROBE_TIMEOUT
-    pika.BlockingConnection(parameters).close()

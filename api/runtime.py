@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from pathlib import Path
 from typing import Optional
 
 import gevent
@@ -35,7 +36,8 @@ class Runtime:
         self.publisher = JobPublisher(settings.broker_url, enqueue_timeout=settings.enqueue_timeout)
         self.router = EventRouter(settings.redis_url, self.instance_id)
         self.directory = WorkerDirectory(self.redis, interval=1.0)
-        self._tokenizers: dict[str, ChatTokenizer] = {}
+        self._tokenizers: dict[str, ChatTokenizer] = {}  # by model id
+        self._tokenizers_by_directory: dict[str, ChatTokenizer] = {}  # models may share one
         self._greenlets: list[gevent.Greenlet] = []
         self.started = False
 
@@ -62,10 +64,10 @@ class Runtime:
         """The model's tokenizer, loaded once per process from the local cache."""
         tokenizer = self._tokenizers.get(spec.id)
         if tokenizer is None:
-            directory = prepare_tokenizer(spec.tokenizer, self.settings.cache_dir)
-            # Models sharing a tokenizer share one instance (tens of MB each).
-            tokenizer = self._tokenizers.get(str(directory)) or ChatTokenizer.from_directory(directory)
-            self._tokenizers[spec.id] = self._tokenizers[str(directory)] = tokenizer
+            directory = str(prepare_tokenizer(spec.tokenizer, self.settings.cache_dir))
+            if directory not in self._tokenizers_by_directory:  # tens of MB each: load once
+                self._tokenizers_by_directory[directory] = ChatTokenizer.from_directory(Path(directory))
+            tokenizer = self._tokenizers[spec.id] = self._tokenizers_by_directory[directory]
         return tokenizer
 
     def prepare_tokenizers(self) -> None:

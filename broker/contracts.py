@@ -48,7 +48,6 @@ class GenerationJob:
     enqueued_at: float = 0.0  # unix time
     start_by: float = 0.0  # unix time after which no worker should start the job: its client gave up
     deadline: float = 0.0  # unix time by which generation must have ended
-    prompt_tokens: int | None = None  # as counted by the API; the worker counts again with its engine
     version: int = CONTRACT_VERSION
 
     def to_payload(self) -> dict[str, Any]:

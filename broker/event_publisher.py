@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -10,8 +9,6 @@ import redis
 
 from broker.contracts import JobEvent, encode_event_batch
 from broker.naming import cancel_key, emitted_key
-
-log = logging.getLogger(__name__)
 
 EMITTED_TTL = 3600  # seconds; longer than any job can wait in a queue and run
 

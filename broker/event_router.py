@@ -66,9 +66,6 @@ class EventRouter:
     def unregister(self, request_id: str) -> None:
         self._waiting.pop(request_id, None)
 
-    def waiting_count(self) -> int:
-        return len(self._waiting)
-
     def _run(self) -> None:
         backoff = 0.1
         while not self._stopping:
@@ -82,6 +79,7 @@ class EventRouter:
                 if self._subscribed.is_set():
                     log.error("event subscription lost; failing waiting requests",
                               extra={"error": repr(exc), "waiting": len(self._waiting)})
+                    backoff = 0.1  # it worked until now: retry promptly
             finally:
                 self._subscribed.clear()
                 self._fail_waiting()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
 from typing import Optional
 
 import gevent
@@ -88,9 +89,25 @@ class JobPublisher:
                 self._pending.pop(tag, None)
             self._tag_of_message.pop(message.message_id, None)
 
-    def close(self) -> None:
-        if self._connection is not None and self._connection.is_open:
-            self._connection.close()
+    def connect(self) -> None:
+        """Open (or confirm) the publishing connection now; EnqueueError if RabbitMQ does not answer in time."""
+        try:
+            with gevent.Timeout(self.enqueue_timeout):
+                self._open_channel()
+        except gevent.Timeout:
+            raise EnqueueError(f"no connection to RabbitMQ within {self.enqueue_timeout}s") from None
+        except (pika.exceptions.AMQPError, OSError) as exc:
+            raise EnqueueError(f"RabbitMQ is unreachable: {exc!r}") from None
+
+    def close(self, timeout: float = 1.0) -> None:
+        """Close the connection and wait (briefly) for RabbitMQ to acknowledge it."""
+        connection = self._connection
+        if connection is None or not connection.is_open:
+            return
+        connection.close()
+        deadline = time.monotonic() + timeout
+        while not connection.is_closed and time.monotonic() < deadline:
+            gevent.sleep(0.01)  # the close handshake runs on gevent's hub
 
     # --- connection management (all callbacks run on gevent's hub) ------------------------------
 

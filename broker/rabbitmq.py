@@ -1,15 +1,11 @@
-"""dramatiq on RabbitMQ: the broker the workers consume from, and the pooled one the web tier publishes with."""
+"""dramatiq on RabbitMQ: the broker workers consume from, and the job messages the web tier
+publishes to it (with `broker.publisher.JobPublisher`)."""
 
 from __future__ import annotations
 
-import logging
-
 import dramatiq
-import pika
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.middleware import AgeLimit, CurrentMessage, Retries, ShutdownNotifications, TimeLimit
-
-log = logging.getLogger(__name__)
 
 
 class EnqueueError(Exception):
@@ -33,7 +29,3 @@ def build_job_message(queue_name: str, actor_name: str, payload: dict, max_age_m
     """The dramatiq message for one job, as an actor declared on `queue_name` expects it."""
     return dramatiq.Message(queue_name=queue_name, actor_name=actor_name, args=(payload,), kwargs={},
                             options={"max_age": max_age_ms})
-
-
-def connection_parameters(url: str) -> pika.URLParameters:
-    return pika.URLParameters(url)

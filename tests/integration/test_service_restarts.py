@@ -52,27 +52,29 @@ def recovers(client, within: float) -> float:
             time.sleep(0.5)
 
 
-def test_rabbitmq_restart(client):
+def assert_outage_then_recovery(client, stop, start) -> None:
+    """Requests get a 503 within seconds while a service is down, and succeed again once it is back."""
     assert ask(client) == " The quick brown"
-    subprocess.run(["rabbitmqctl", "stop_app"], check=True, capture_output=True, timeout=120)
+    stop()
     try:
         started = time.monotonic()
         with pytest.raises(openai.InternalServerError) as caught:
             ask(client)
         assert caught.value.status_code == 503 and time.monotonic() - started < 5
     finally:
-        subprocess.run(["rabbitmqctl", "start_app"], check=True, capture_output=True, timeout=120)
+        start()
     assert recovers(client, within=30) < 30
+
+
+def test_rabbitmq_restart(client):
+    assert_outage_then_recovery(
+        client,
+        stop=lambda: subprocess.run(["rabbitmqctl", "stop_app"], check=True, capture_output=True, timeout=120),
+        start=lambda: subprocess.run(["rabbitmqctl", "start_app"], check=True, capture_output=True, timeout=120))
 
 
 def test_redis_restart(client):
-    assert ask(client) == " The quick brown"
-    subprocess.run(["redis-cli", "shutdown", "nosave"], capture_output=True, timeout=30)
-    try:
-        started = time.monotonic()
-        with pytest.raises(openai.InternalServerError) as caught:
-            ask(client)
-        assert caught.value.status_code == 503 and time.monotonic() - started < 5
-    finally:
-        subprocess.run(REDIS_START, shell=True, check=True, timeout=30)
-    assert recovers(client, within=30) < 30
+    assert_outage_then_recovery(
+        client,
+        stop=lambda: subprocess.run(["redis-cli", "shutdown", "nosave"], capture_output=True, timeout=30),
+        start=lambda: subprocess.run(REDIS_START, shell=True, check=True, timeout=30))
