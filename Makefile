@@ -4,7 +4,7 @@ VENV ?= .venv
 PYTHON ?= python3
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install services run test bench clean
+.PHONY: install services test-services run test bench clean
 
 $(INSTALLED): setup.cfg pyproject.toml
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -18,10 +18,13 @@ install: $(INSTALLED)
 services:
 	@scripts/ensure-services.sh
 
+test-services:
+	@scripts/ensure-test-services.sh
+
 run: install services
 	@scripts/run.sh
 
-test: install services
+test: install services test-services
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 clean:

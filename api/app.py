@@ -8,7 +8,7 @@ from typing import Optional
 
 from flask import Flask, Response, g, request
 
-from api import health, metrics
+from api import admin, health, metrics
 from api.errors import register_error_handlers
 from api.runtime import Runtime
 from api.v1 import blueprint as v1_blueprint
@@ -25,6 +25,7 @@ def create_app(settings: Optional[Settings] = None, runtime: Optional[Runtime] =
     app.extensions["llamagate"] = runtime or Runtime(settings)
 
     app.register_blueprint(v1_blueprint)
+    app.register_blueprint(admin.blueprint)
     app.register_blueprint(health.blueprint)
     app.register_blueprint(metrics.blueprint)
     register_error_handlers(app)

@@ -43,6 +43,7 @@ class JobStream:
         self._expected_seq = 0
         self.worker_id: Optional[str] = None
         self.content_seen = False
+        self.completion_tokens_seen = 0  # the fallback charge if the worker's own count never comes
         self.finished = False
         self.usage: Optional[dict[str, int]] = None
         self._no_worker_since: Optional[float] = None
@@ -95,6 +96,7 @@ class JobStream:
             self.worker_id = event.worker_id
         elif event.kind == EventKind.DELTA:
             self.content_seen = True
+            self.completion_tokens_seen += event.tokens or 0
         elif event.kind == EventKind.DONE:
             self.finished = True
             self.usage = event.usage

@@ -16,6 +16,7 @@ import redis
 
 from broker.event_router import EventRouter
 from broker.publisher import JobPublisher
+from api.store.db import Database
 from broker.worker_directory import WorkerDirectory
 from shared.chat_tokenizer import ChatTokenizer
 from shared.registry import ModelRegistry, ModelSpec
@@ -36,6 +37,8 @@ class Runtime:
         self.publisher = JobPublisher(settings.broker_url, enqueue_timeout=settings.enqueue_timeout)
         self.router = EventRouter(settings.redis_url, self.instance_id)
         self.directory = WorkerDirectory(self.redis, interval=1.0)
+        # Connects lazily, so a process that forks after building the app never shares a socket.
+        self.db = Database(settings.database_url, pool_size=settings.database_pool_size)
         self._tokenizers: dict[str, ChatTokenizer] = {}  # by model id
         self._tokenizers_by_directory: dict[str, ChatTokenizer] = {}  # models may share one
         self._greenlets: list[gevent.Greenlet] = []
@@ -52,6 +55,7 @@ class Runtime:
         self.prepare_tokenizers()
         self.router.start()
         self._greenlets.append(gevent.spawn(self.directory.run_forever, gevent.sleep))
+        self._greenlets.append(gevent.spawn(self._sweep_reservations_forever))
         log.info("web process started", extra={"instance_id": self.instance_id})
 
     def stop(self) -> None:
@@ -59,6 +63,17 @@ class Runtime:
         for greenlet in self._greenlets:
             greenlet.kill()
         self.publisher.close()
+        self.db.dispose()
+
+    def _sweep_reservations_forever(self) -> None:
+        from api.billing import sweep_expired_reservations
+
+        while True:
+            gevent.sleep(self.settings.reservation_sweep_interval)
+            try:
+                sweep_expired_reservations(self)
+            except Exception:  # the database may be briefly away; try again next round
+                log.exception("reservation sweep failed")
 
     def tokenizer(self, spec: ModelSpec) -> ChatTokenizer:
         """The model's tokenizer, loaded once per process from the local cache."""

@@ -73,7 +73,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
 
 
 async def benchmark(stack: Stack, args: argparse.Namespace) -> list[tuple[LoadResult, float]]:
-    target = Target.from_url(stack.url)
+    target = Target.from_url(stack.url, stack.api_key)
     base = LoadSpec(model=args.model, max_tokens=args.max_tokens, prompt=args.prompt,
                     temperature=args.temperature, seed=args.seed, timeout=args.timeout)
     if args.warmup > 0:

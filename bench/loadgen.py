@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from collections import Counter
@@ -55,13 +56,14 @@ class ProtocolError(Exception):
 class Target:
     host: str
     port: int
+    api_key: Optional[str] = None
 
     @classmethod
-    def from_url(cls, url: str) -> "Target":
+    def from_url(cls, url: str, api_key: Optional[str] = None) -> "Target":
         parts = urlsplit(url if "://" in url else f"http://{url}")
         if parts.scheme != "http":
             raise ValueError(f"only http:// URLs are supported, got {url!r}")
-        return cls(parts.hostname or "127.0.0.1", parts.port or 80)
+        return cls(parts.hostname or "127.0.0.1", parts.port or 80, api_key)
 
     @property
     def url(self) -> str:
@@ -98,8 +100,9 @@ class LoadSpec:
             body["seed"] = self.seed + client_index
         payload = _dumps(body)
         accept = "text/event-stream" if self.stream else "application/json"
+        auth = f"Authorization: Bearer {target.api_key}\r\n" if target.api_key else ""
         head = (f"POST {CHAT_PATH} HTTP/1.1\r\nHost: {target.host}:{target.port}\r\n"
-                f"Content-Type: application/json\r\nAccept: {accept}\r\n"
+                f"Content-Type: application/json\r\nAccept: {accept}\r\n{auth}"
                 f"Content-Length: {len(payload)}\r\n\r\n")
         return head.encode("ascii") + payload
 
@@ -513,6 +516,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         prog="python -m bench.loadgen",
         description="Load POST /v1/chat/completions of a running LlamaGate with N keep-alive clients.")
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="base URL (default: %(default)s)")
+    parser.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY"),
+                        help="an llg_sk_ key (default: $OPENAI_API_KEY)")
     parser.add_argument("-c", "--concurrency", type=int, nargs="+", default=[1],
                         help="virtual clients; several values run one point each (default: 1)")
     parser.add_argument("--duration", type=float, default=10.0,
@@ -525,7 +530,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     add_load_arguments(parser)
     args = parser.parse_args(argv)
 
-    target = Target.from_url(args.url)
+    target = Target.from_url(args.url, args.api_key)
     base = LoadSpec(model=args.model, stream=args.stream, max_tokens=args.max_tokens, prompt=args.prompt,
                     temperature=args.temperature, seed=args.seed, timeout=args.timeout,
                     duration=args.duration, requests=args.requests)

@@ -128,7 +128,7 @@ def queued_jobs(broker_url: str, model: str) -> Optional[int]:
 
 
 async def measure_streams(stack: Stack, args: argparse.Namespace) -> dict:
-    target = Target.from_url(stack.url)
+    target = Target.from_url(stack.url, stack.api_key)
     # Unmeasured first requests: the web process starts its runtime and allocates its pools.
     warmup = await run_load(target, LoadSpec(model=BENCHMARK_MODEL, concurrency=10, requests=20, max_tokens=1,
                                              stream=True))
@@ -196,7 +196,7 @@ def measure_model_worker(stack: Stack, model: str) -> dict:
     worker = stack.workers[0]
     time.sleep(3.0)  # idle after loading: let allocations from start-up settle
     loaded = rss_kib(worker.pid)
-    result = asyncio.run(run_load(Target.from_url(stack.url),
+    result = asyncio.run(run_load(Target.from_url(stack.url, stack.api_key),
                                   LoadSpec(model=model, concurrency=1, requests=1, max_tokens=16, seed=1)))
     time.sleep(1.0)
     stack.check_alive()

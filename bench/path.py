@@ -82,7 +82,7 @@ async def measure(stack: Stack, spec: LoadSpec) -> tuple[LoadResult, dict]:
     web_pids = stack.web_worker_pids()
     worker_pids = [p.pid for p in stack.workers]
     web_before, worker_before = cpu_seconds(web_pids), cpu_seconds(worker_pids)
-    result = await run_load(Target.from_url(stack.url), spec)
+    result = await run_load(Target.from_url(stack.url, stack.api_key), spec)
     stack.check_alive()
     done = max(result.completed, 1)
     cost = {"web_cpu_ms_per_request": round(1000 * (cpu_seconds(web_pids) - web_before) / done, 3),
@@ -96,7 +96,7 @@ async def benchmark(stack: Stack, args: argparse.Namespace) -> list[tuple[LoadRe
     for mode in args.modes:
         spec = replace(base, stream=mode == "stream")
         if args.warmup > 0:
-            await run_load(Target.from_url(stack.url),
+            await run_load(Target.from_url(stack.url, stack.api_key),
                            replace(spec, concurrency=max(args.concurrency), duration=args.warmup))
         for concurrency in args.concurrency:
             result, cost = await measure(stack, replace(spec, concurrency=concurrency))

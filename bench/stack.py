@@ -209,6 +209,8 @@ class Stack:
         self._log_files: list = []
         self._failed = False
         self._stopped = False
+        self.database_url = f"sqlite:///{self.log_dir / 'llamagate.db'}"
+        self.api_key: Optional[str] = None  # a funded account's key, made by start()
 
     @property
     def url(self) -> str:
@@ -233,6 +235,8 @@ class Stack:
         ensure_port_free(self.config.host, self.port)
         purge_queues(self.config.broker_url, self.config.worker_models)
         env = self.config.environment(self.port)
+        env["LLAMAGATE_DATABASE_URL"] = self.database_url
+        self.api_key = self._create_account()
         # Web processes share Prometheus samples through this directory; ours, so it is cleaned up.
         env["PROMETHEUS_MULTIPROC_DIR"] = str(self.log_dir / "prometheus")
         os.mkdir(env["PROMETHEUS_MULTIPROC_DIR"])
@@ -241,6 +245,20 @@ class Stack:
         if start_web:
             self.web = self._spawn("web", _llamagate_command("web"), env)
             self.wait_ready()
+
+    def _create_account(self) -> str:
+        """A user with credits that no benchmark can spend, in this stack's own database; its key."""
+        from api.accounts import api_keys, credits, users
+        from api.store.db import Database, upgrade
+
+        upgrade(self.database_url)
+        db = Database(self.database_url)
+        try:
+            user = users.create_user(db, "bench@example.com", "benchmark password")
+            credits.grant_credits(db, user.id, 10**12, note="benchmark credit")
+            return api_keys.create_key(db, None, user.id, "bench").secret
+        finally:
+            db.dispose()
 
     def _spawn(self, name: str, command: list[str], env: dict[str, str]) -> subprocess.Popen:
         log_file = open(self.log_dir / f"{name}.log", "ab")

@@ -46,3 +46,9 @@ def emitted_key(request_id: str) -> str:
 def worker_key(worker_id: str) -> str:
     """A worker's announcement (models it serves, host, pid), expiring unless refreshed."""
     return f"llg:worker:{worker_id}"
+
+
+def final_usage_key(request_id: str) -> str:
+    """A job's usage when it ended without a DONE event reaching its client (cancelled, abandoned),
+    so the API can charge what was really generated before the cancel took effect."""
+    return f"llg:job:{request_id}:usage"

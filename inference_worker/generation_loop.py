@@ -252,6 +252,10 @@ class GenerationLoop:
             metrics.TIME_TO_FIRST_TOKEN.labels(self.model).observe(active.first_token_at - active.admitted_at)
         if release:
             active.done.set()
+        if outcome in ("cancelled", "abandoned"):
+            # No DONE event carries this job's usage: leave it where the API looks to charge it.
+            self.outbox.send(OutgoingBatch(events=[], reply_to={},
+                                           final_usage={active.job.request_id: self._usage(active)}))
 
     @staticmethod
     def _usage(active: ActiveJob) -> dict[str, int]:

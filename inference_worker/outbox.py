@@ -30,6 +30,7 @@ class OutgoingBatch:
     first_text: set[str] = field(default_factory=set)
     watch: list[str] = field(default_factory=list)  # requests to look up cancel flags for
     on_published: list[threading.Event] = field(default_factory=list)  # set once the events are out
+    final_usage: dict[str, dict[str, int]] = field(default_factory=dict)  # jobs dropped without DONE
 
 
 class Outbox:
@@ -90,8 +91,9 @@ class Outbox:
         reply_to = {k: v for batch in batches for k, v in batch.reply_to.items()}
         first_text = set().union(*(batch.first_text for batch in batches))
         watch = batches[-1].watch  # the loop's latest view of its running jobs
+        final_usage = {k: v for batch in batches for k, v in batch.final_usage.items()}
         try:
-            result = self.publisher.publish(events, reply_to, first_text, watch=watch)
+            result = self.publisher.publish(events, reply_to, first_text, watch=watch, final_usage=final_usage)
         except redis.RedisError as exc:
             # These events are lost; their clients will notice. Stop generating for nobody.
             log.error("publishing events failed; dropping the affected jobs", extra={"error": repr(exc)})

@@ -15,9 +15,11 @@ trap 'kill -TERM $honcho_pid 2>/dev/null; wait $honcho_pid' INT TERM
 
 for _ in $(seq 1 180); do
   if curl -fsS "http://$host:$port/readyz" >/dev/null 2>&1; then
-    printf '\nLlamaGate is ready. Base URL: http://%s:%s/v1\n' "$host" "$port"
-    printf 'Try: curl http://%s:%s/v1/chat/completions -H "Content-Type: application/json" \\\n' "$host" "$port"
-    printf '       -d '"'"'{"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "What is the capital of France?"}]}'"'"'\n\n'
+    printf '\nLlamaGate is ready. Website: http://%s:%s/  Base URL: http://%s:%s/v1\n' "$host" "$port" "$host" "$port"
+    printf 'Sign up on the website for an API key (new accounts start with $5 of credit), or from a shell:\n'
+    printf '  .venv/bin/llamagate users create you@example.com && .venv/bin/llamagate keys create you@example.com\n'
+    printf 'Then: curl http://%s:%s/v1/chat/completions -H "Authorization: Bearer $LLAMAGATE_API_KEY" \\\n' "$host" "$port"
+    printf '       -H "Content-Type: application/json" -d '"'"'{"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "What is the capital of France?"}]}'"'"'\n\n'
     break
   fi
   kill -0 $honcho_pid 2>/dev/null || exit 1

@@ -1,4 +1,4 @@
-"""The `llamagate` command: `web`, `worker`, `release`."""
+"""The `llamagate` command: `web`, `worker`, `release`, `migrate`, and the account commands."""
 
 from __future__ import annotations
 
@@ -12,7 +12,12 @@ def main(argv: list[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("web", help="serve the HTTP API (gunicorn with gevent workers)")
     commands.add_parser("worker", help="run an inference worker for LLAMAGATE_WORKER_MODELS")
-    commands.add_parser("release", help="check the configuration and prepare tokenizers (deploy step)")
+    commands.add_parser("release", help="migrate the database, check the registry, prepare tokenizers "
+                                        "(the deploy step)")
+    commands.add_parser("migrate", help="bring the database schema up to date")
+    from api.accounts.commands import add_commands
+
+    add_commands(commands)
     args = parser.parse_args(argv)
 
     if args.command == "web":
@@ -25,6 +30,21 @@ def main(argv: list[str] | None = None) -> None:
         run_worker(Settings.from_env())
     elif args.command == "release":
         release()
+    elif args.command == "migrate":
+        migrate()
+    else:
+        from api.accounts.commands import run_command
+        from api.store.db import Database
+        from shared.settings import Settings
+
+        sys.exit(run_command(args, Database(Settings.from_env().database_url)))
+
+
+def migrate() -> None:
+    from api.store.db import upgrade
+    from shared.settings import Settings
+
+    upgrade(Settings.from_env().database_url)
 
 
 def release() -> None:
@@ -33,6 +53,7 @@ def release() -> None:
     from shared.settings import Settings
     from shared.tokenizer_cache import prepare_tokenizer
 
+    migrate()
     settings = Settings.from_env()
     registry = ModelRegistry.load(settings.models_file)
     for spec in registry:

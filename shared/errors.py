@@ -53,6 +53,20 @@ class AuthenticationError(LlamaGateError):
     code = "invalid_api_key"
 
 
+class InsufficientCreditsError(LlamaGateError):
+    """The account's credits cannot cover the request (OpenAI's `insufficient_quota`)."""
+
+    status = 402
+    type = "insufficient_quota"
+    code = "insufficient_credits"
+
+
+class PermissionDeniedError(LlamaGateError):
+    status = 403
+    type = "invalid_request_error"
+    code = "permission_denied"
+
+
 class NotFoundError(LlamaGateError):
     status = 404
     type = "invalid_request_error"

@@ -57,6 +57,22 @@ class Settings:
     port: int = _env("PORT", "LLAMAGATE_PORT", default=8000)
     web_workers: int = _env("WEB_CONCURRENCY", "LLAMAGATE_WEB_WORKERS", default=2)
 
+    # Accounts and billing.
+    database_url: str = _env("LLAMAGATE_DATABASE_URL", "DATABASE_URL",
+                             default="sqlite:///" + os.path.expanduser("~/.local/share/llamagate/llamagate.db"))
+    database_pool_size: int = _env("LLAMAGATE_DATABASE_POOL_SIZE", default=10)
+    # Signs session cookies; unset, a random one is made once and kept in cache_dir (fine for one host).
+    secret_key: str = _env("LLAMAGATE_SECRET_KEY", "SECRET_KEY", default="")
+    admin_token: str = _env("LLAMAGATE_ADMIN_TOKEN", default="")  # empty: the admin API is off
+    signup_credit_usd: str = _env("LLAMAGATE_SIGNUP_CREDIT_USD", default="5.00")
+    trusted_proxies: int = _env("LLAMAGATE_TRUSTED_PROXIES", default=0)  # X-Forwarded-* hops to trust
+    reservation_sweep_interval: float = _env("LLAMAGATE_RESERVATION_SWEEP_INTERVAL", default=60.0)
+
+    # The homepage's "Try it" demo: free, no API key, limited per client IP.
+    demo_model: str = _env("LLAMAGATE_DEMO_MODEL", default="smollm2-135m-instruct")
+    demo_requests_per_minute: int = _env("LLAMAGATE_DEMO_REQUESTS_PER_MINUTE", default=10)
+    demo_max_tokens: int = _env("LLAMAGATE_DEMO_MAX_TOKENS", default=200)
+
     # Worker tier.
     worker_metrics_port: int = _env("LLAMAGATE_WORKER_METRICS_PORT", default=9101)  # 0: off
     worker_metrics_addr: str = _env("LLAMAGATE_WORKER_METRICS_ADDR", default="127.0.0.1")
@@ -89,7 +105,8 @@ class Settings:
         """Reject values that would make the service misbehave rather than fail loudly later."""
         positive = ("default_max_tokens", "max_batch_size", "max_choices", "enqueue_timeout",
                     "queue_timeout", "generation_timeout", "heartbeat_interval", "heartbeat_ttl",
-                    "stall_timeout", "keepalive_interval", "max_body_bytes")
+                    "stall_timeout", "keepalive_interval", "max_body_bytes", "database_pool_size",
+                    "reservation_sweep_interval", "demo_max_tokens")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"setting {name} must be positive, got {getattr(self, name)!r}")

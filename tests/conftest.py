@@ -7,13 +7,18 @@ there: jobs go to their own RabbitMQ virtual host and state to their own Redis d
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
+
 import httpx
 import pytest
 import redis
@@ -49,6 +54,38 @@ def redis_url() -> str:
     return url
 
 
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A PostgreSQL database for this test session, migrated; dropped at the end."""
+    from api.store.db import upgrade
+
+    url = create_postgres_database()
+    upgrade(url)
+    yield url
+    drop_postgres_database(url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    """An empty, migrated store: a fresh SQLite file, or the session's PostgreSQL database emptied."""
+    from sqlalchemy import text
+
+    from api.store.db import Database, upgrade
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'store.db'}"
+        upgrade(url)
+    else:
+        url = request.getfixturevalue("postgres_url")
+    db = Database(url)
+    if request.param == "postgresql":
+        with db.transaction() as session:
+            session.execute(text("TRUNCATE users, api_keys, ledger_entries, reservations, usage_records "
+                                 "RESTART IDENTITY CASCADE"))
+    yield db
+    db.dispose()
+
+
 @pytest.fixture
 def redis_client(redis_url):
     client = redis.Redis.from_url(redis_url)
@@ -62,17 +99,53 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+POSTGRES_ADMIN_URL = os.environ.get("LLAMAGATE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def create_postgres_database(prefix: str = "llamagate_test") -> str:
+    """A new, empty PostgreSQL database (unique name, so parallel runs never share one); its URL."""
+    import psycopg
+
+    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+
+
+def drop_postgres_database(url: str) -> None:
+    import psycopg
+
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@dataclass(frozen=True)
+class Account:
+    email: str
+    user_id: int
+    api_key: str
+
+
 class Stack:
-    """Web and worker processes started for a test, stopped (all of them) at its end."""
+    """Web and worker processes started for a test, stopped (all of them) at its end.
+
+    Each stack has its own database (SQLite in its folder unless LLAMAGATE_DATABASE_URL is given),
+    migrated before its web processes start.
+    """
 
     def __init__(self, tmp_dir: Path, broker_url: str, redis_url: str, **env: str):
         self.tmp_dir = tmp_dir
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
+        self._account: Optional[Account] = None
         self.env = {
             **os.environ,
             "LLAMAGATE_BROKER_URL": broker_url,
             "LLAMAGATE_REDIS_URL": redis_url,
+            "LLAMAGATE_DATABASE_URL": f"sqlite:///{tmp_dir / 'llamagate.db'}",
+            "LLAMAGATE_CACHE_DIR": os.environ.get("LLAMAGATE_CACHE_DIR",
+                                                  os.path.expanduser("~/.cache/llamagate")),
             "LLAMAGATE_WORKER_METRICS_PORT": "0",
             "LLAMAGATE_LOG_FORMAT": "text",
             "PYTHONUNBUFFERED": "1",
@@ -89,7 +162,39 @@ class Stack:
         self.processes.append((name, process))
         return process
 
+    @functools.cached_property
+    def db(self):
+        """The stack's database, migrated (from the test process: for provisioning and checks)."""
+        from api.store.db import Database, upgrade
+
+        upgrade(self.env["LLAMAGATE_DATABASE_URL"])
+        return Database(self.env["LLAMAGATE_DATABASE_URL"])
+
+    def create_account(self, credits: str = "100.00", email: Optional[str] = None) -> Account:
+        """A user with an API key and `credits` dollars."""
+        from api.accounts import api_keys, credits as credit_ledger, users
+        from api.accounts.money import dollars_to_micros
+
+        email = email or f"user-{uuid.uuid4().hex[:10]}@example.com"
+        user = users.create_user(self.db, email, "correct horse battery staple")
+        if dollars_to_micros(credits) > 0:
+            credit_ledger.grant_credits(self.db, user.id, dollars_to_micros(credits), note="test credit")
+        key = api_keys.create_key(self.db, None, user.id, "test key")
+        return Account(email, user.id, key.secret)
+
+    @property
+    def account(self) -> Account:
+        """The stack's default account (well funded), made on first use."""
+        if self._account is None:
+            self._account = self.create_account()
+        return self._account
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.account.api_key}"}
+
     def start_web(self, workers: int = 1, **env: str) -> subprocess.Popen:
+        self.db  # noqa: B018  (migrates before any web process starts)
         return self._spawn("web", [sys.executable, "-m", "gunicorn", "-c", "python:api.gunicorn_config",
                                    "api.wsgi:app"],
                            {**self.env, "WEB_CONCURRENCY": str(workers), **env})
@@ -151,6 +256,8 @@ class Stack:
         return "\n".join(parts)
 
     def stop(self) -> None:
+        if "db" in self.__dict__:
+            self.db.dispose()
         # Workers get the graceful SIGTERM; gunicorn gets SIGQUIT (quick shutdown), since a graceful
         # one waits up to graceful_timeout for the test clients' idle keep-alive connections.
         for name, process in self.processes:
@@ -203,8 +310,8 @@ def make_openai_client():
     """An official `openai` SDK client pointed at a stack."""
     from openai import OpenAI
 
-    def make(stack: Stack, **kwargs) -> OpenAI:
-        return OpenAI(base_url=f"{stack.base_url}/v1", api_key="llg_sk_test", **kwargs)
+    def make(stack: Stack, api_key: Optional[str] = None, **kwargs) -> OpenAI:
+        return OpenAI(base_url=f"{stack.base_url}/v1", api_key=api_key or stack.account.api_key, **kwargs)
 
     return make
 

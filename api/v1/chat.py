@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Response, current_app, g, request
 
+from api.billing import RequestCharge
 from api.chat_completions import start_chat_completion
 from api.client_connection import disconnect_probe
 from api.json_body import json_body, json_response
@@ -18,7 +19,9 @@ CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left before the 
 def create_chat_completion() -> Response:
     params = parse_chat_completion(json_body())
     runtime = current_app.extensions["llamagate"]
-    run = start_chat_completion(runtime, params, g.request_id, disconnect_probe(request.environ))
+    run = start_chat_completion(
+        runtime, params, g.request_id, disconnect_probe(request.environ),
+        charge_for=lambda spec: RequestCharge(runtime, g.identity, g.request_id, spec, "chat.completions"))
     try:
         if not params.stream:
             return json_response(run.result())

@@ -187,7 +187,7 @@ def test_cancelled_streams_free_the_worker(client, model_id, e2e_stack, wait_unt
 def test_responses_carry_a_request_id(e2e_stack, model_id):
     import httpx
 
-    response = httpx.post(f"{e2e_stack.base_url}/v1/chat/completions", timeout=60,
+    response = httpx.post(f"{e2e_stack.base_url}/v1/chat/completions", timeout=60, headers=e2e_stack.auth_headers,
                           json={"model": model_id, "messages": FRANCE, "max_tokens": 2})
 
     assert response.status_code == 200

@@ -11,8 +11,9 @@ pytestmark = pytest.mark.e2e
 USER = [{"role": "user", "content": "hi"}]
 
 
-def post(stack, body=None, **kwargs) -> httpx.Response:
-    return httpx.post(f"{stack.base_url}/v1/chat/completions", json=body, timeout=60, **kwargs)
+def post(stack, body=None, headers=None, **kwargs) -> httpx.Response:
+    return httpx.post(f"{stack.base_url}/v1/chat/completions", json=body, timeout=60,
+                      headers={**stack.auth_headers, **(headers or {})}, **kwargs)
 
 
 def assert_openai_error(response: httpx.Response, status: int, param, code=None) -> dict:

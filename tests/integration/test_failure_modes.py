@@ -146,7 +146,7 @@ def test_a_client_that_leaves_a_non_streaming_request_cancels_its_job(bench_stac
     stack = started_stack(bench_stack)
 
     with pytest.raises(httpx.ReadTimeout):
-        httpx.post(f"{stack.base_url}/v1/chat/completions", timeout=1.0,
+        httpx.post(f"{stack.base_url}/v1/chat/completions", timeout=1.0, headers=stack.auth_headers,
                    json={"model": BENCH, "messages": USER, "max_tokens": 300})
 
     wait_until(lambda: "job cancelled by its client" in stack.logs(tail=200), timeout=5,

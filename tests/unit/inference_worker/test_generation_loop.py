@@ -36,9 +36,11 @@ class FakePublisher:
         self.watched: list[str] = []
         self.failing = False
         self.on_publish: Optional[Callable[[list[JobEvent]], None]] = None
+        self.final_usage: dict[str, dict[str, int]] = {}
 
-    def publish(self, events, reply_to, first_text=frozenset(), watch=()):
+    def publish(self, events, reply_to, first_text=frozenset(), watch=(), final_usage=None):
         self.batches.append((list(events), dict(reply_to), set(first_text)))
+        self.final_usage.update(final_usage or {})
         self.watched.extend(watch)
         if self.on_publish is not None:
             self.on_publish(events)
@@ -215,6 +217,37 @@ def test_cancel_stops_a_running_job(worker):
     assert_stopped_early(events)
     assert len([e for e in events if e.kind == EventKind.DELTA]) >= 3
     assert not worker.engine.has_work
+
+
+def wait_for_final_usage(worker, request_id: str) -> dict[str, int]:
+    deadline = time.monotonic() + WAIT
+    while request_id not in worker.publisher.final_usage and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return worker.publisher.final_usage[request_id]
+
+
+def test_a_cancelled_job_reports_what_it_generated(worker):
+    def cancel_at_third_delta(events):
+        if len([e for e in worker.publisher.events("req-1") if e.kind == EventKind.DELTA]) >= 3:
+            worker.publisher.cancelled.add("req-1")
+
+    worker.publisher.on_publish = cancel_at_third_delta
+    events = worker.run(make_job(max_tokens=ENDLESS))
+    usage = wait_for_final_usage(worker, "req-1")
+    generated = sum(e.tokens for e in events if e.kind == EventKind.DELTA)
+    assert usage["completion_tokens"] >= generated >= 3
+    assert usage["prompt_tokens"] > 0
+
+
+def test_an_unheard_job_reports_what_it_generated(worker):
+    worker.publisher.unheard.add("req-1")
+    worker.run(make_job(max_tokens=ENDLESS))
+    assert wait_for_final_usage(worker, "req-1")["completion_tokens"] >= 1
+
+
+def test_a_finished_job_leaves_no_separate_usage_report(worker):
+    worker.run(make_job(max_tokens=4))
+    assert worker.publisher.final_usage == {}  # its DONE event carries the usage
 
 
 def test_a_cancel_of_another_request_changes_nothing(worker):

@@ -1,0 +1,1 @@
+"""Accounts: users and passwords, API keys, credits (ledger, reservations, settlement), usage."""

@@ -1,0 +1,1 @@
+"""The relational store: users, API keys, the credit ledger, reservations and the usage log."""
