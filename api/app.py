@@ -8,7 +8,7 @@ from typing import Optional
 
 from flask import Flask, Response, g, request
 
-from api import admin, health, metrics
+from api import admin, health, metrics, web
 from api.errors import register_error_handlers
 from api.runtime import Runtime
 from api.v1 import blueprint as v1_blueprint
@@ -29,6 +29,7 @@ def create_app(settings: Optional[Settings] = None, runtime: Optional[Runtime] =
     app.register_blueprint(health.blueprint)
     app.register_blueprint(metrics.blueprint)
     register_error_handlers(app)
+    web.init_app(app, app.extensions["llamagate"].settings, api_blueprints=(v1_blueprint, admin.blueprint))
 
     @app.before_request
     def begin_request() -> None:
