@@ -31,6 +31,7 @@ class Label:
     x: float
     y: float
     text: str
+    anchor: str = "middle"  # SVG text-anchor: start, middle or end
 
 
 @dataclass(frozen=True)
@@ -76,15 +77,21 @@ def layout(days: Sequence[DailyUsage]) -> UsageChart:
                         width=round(slot * BAR_FILL, 2), height=round(height, 2),
                         title=f"{_day(day)}: {count(day.requests)} requests, "
                               f"{count(day.tokens)} tokens, {usd(day.cost_micros)}"))
-        # A label under the first, the middle and the last day keeps the axis legible on a phone.
-        if index in (0, len(days) // 2, len(days) - 1):
+        # Labels under the first, the middle and the last day only keep the axis legible on a
+        # phone; the outer two align with their bar's outer edge so they never leave the chart.
+        if index == 0:
+            day_labels.append(Label(x=bars[-1].x, y=HEIGHT - 8, text=_day(day), anchor="start"))
+        elif index == len(days) - 1:
+            day_labels.append(Label(x=round(bars[-1].x + bars[-1].width, 2), y=HEIGHT - 8, text=_day(day),
+                                    anchor="end"))
+        elif index == len(days) // 2:
             day_labels.append(Label(x=round(x + slot / 2, 2), y=HEIGHT - 8, text=_day(day)))
     value_labels, gridlines = [], []
     for fraction in (0, 0.5, 1):
         y = round(TOP + plot_height * (1 - fraction), 2)
         gridlines.append(y)
         value = top_value * fraction
-        value_labels.append(Label(x=LEFT - 8, y=y + 4, text=_short_count(value)))
+        value_labels.append(Label(x=LEFT - 8, y=y + 4, text=_short_count(value), anchor="end"))
     return UsageChart(width=WIDTH, height=HEIGHT, bars=bars, day_labels=day_labels, value_labels=value_labels,
                       gridlines=gridlines, plot_left=LEFT, plot_right=WIDTH - RIGHT, plot_bottom=TOP + plot_height,
                       total_requests=sum(day.requests for day in days),
