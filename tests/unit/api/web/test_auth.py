@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from api.accounts import credits, users
 from api.accounts.money import dollars_to_micros
+from api.app import create_app
 from tests.unit.api.web.conftest import PASSWORD, csrf_token_of
 
 
@@ -97,3 +100,13 @@ def test_session_cookie_flags(sign_up, client, app, csrf_token):
     secure_client = app.test_client()
     page = secure_client.get("/", base_url="https://llamagate.example")
     assert "Secure" in page.headers["Set-Cookie"]
+
+
+def test_behind_a_trusted_proxy_https_marks_the_cookie_secure(runtime, web_settings):
+    runtime.settings = dataclasses.replace(web_settings, trusted_proxies=1)
+    client = create_app(runtime.settings, runtime).test_client()
+    page = client.get("/", headers={"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.9"})
+    assert "Secure" in page.headers["Set-Cookie"]
+    runtime.settings = web_settings  # no proxy configured: the header is ignored
+    untrusted = create_app(web_settings, runtime).test_client()
+    assert "Secure" not in untrusted.get("/", headers={"X-Forwarded-Proto": "https"}).headers["Set-Cookie"]
