@@ -17,7 +17,7 @@ import redis
 
 from api import metrics
 from api.accounts.credits import Usage
-from api.billing import RequestCharge, usage_from
+from api.metering import MeteredRequest, usage_from
 from api.completion_format import SSE_DONE, SSE_KEEPALIVE, ChunkWriter, chat_completion, sse_data
 from api.job_stream import ClientDisconnected, JobStream
 from api.runtime import Runtime
@@ -37,10 +37,10 @@ WORKER_POLL_INTERVAL = 0.1  # seconds between looks at the directory while waiti
 
 def start_chat_completion(runtime: Runtime, request: ChatCompletionRequest, request_id: str,
                           client_gone: Callable[[], bool],
-                          charge_for: Optional[Callable[[ModelSpec], RequestCharge]] = None) -> "ChatCompletionRun":
+                          meter_for: Optional[Callable[[ModelSpec], MeteredRequest]] = None) -> "ChatCompletionRun":
     """Admit and enqueue a request; raises a LlamaGateError for anything that cannot be served.
 
-    `charge_for` makes the request's RequestCharge once the model is known; None serves it free
+    `meter_for` makes the request's MeteredRequest once the model is known; None serves it free
     (the homepage demo)."""
     received_at = time.monotonic()
     settings = runtime.settings
@@ -56,10 +56,10 @@ def start_chat_completion(runtime: Runtime, request: ChatCompletionRequest, requ
     await_live_worker(runtime, spec.id)  # after the checks that cannot pass by waiting
     if not runtime.router.wait_subscribed(1.0):
         raise ServiceUnavailableError("The token stream is unavailable (Redis); please retry.")
-    charge = charge_for(spec) if charge_for else None
-    if charge:
-        charge.reserve(prompt_tokens, request.n * max_tokens,
-                       lifetime=settings.queue_timeout + settings.generation_timeout)
+    meter = meter_for(spec) if meter_for else None
+    if meter:
+        meter.admit(prompt_tokens, request.n * max_tokens,
+                     lifetime=settings.queue_timeout + settings.generation_timeout)
 
     now = time.time()
     job = GenerationJob(
@@ -78,8 +78,8 @@ def start_chat_completion(runtime: Runtime, request: ChatCompletionRequest, requ
         runtime.publisher.enqueue(message)
     except EnqueueError as exc:
         runtime.router.unregister(request_id)
-        if charge:
-            charge.settle(None, "enqueue_failed")
+        if meter:
+            meter.settle(None, "enqueue_failed")
         log.error("enqueue failed", extra={"error": str(exc)})
         try:
             # RabbitMQ may still take the job after the timeout: no worker should run it then.
@@ -89,7 +89,7 @@ def start_chat_completion(runtime: Runtime, request: ChatCompletionRequest, requ
         raise ServiceUnavailableError("The job queue is unavailable; please retry.") from None
     stream = JobStream(job, events, runtime.directory, tick=min(1.0, settings.keepalive_interval),
                        worker_wait_timeout=settings.worker_wait_timeout, client_gone=client_gone)
-    return ChatCompletionRun(runtime, request, job, stream, received_at, charge)
+    return ChatCompletionRun(runtime, request, job, stream, received_at, meter)
 
 
 def await_live_worker(runtime: Runtime, model_id: str) -> None:
@@ -129,9 +129,9 @@ class ChatCompletionRun:
     """One enqueued chat completion, from its job's first event to its end."""
 
     def __init__(self, runtime: Runtime, request: ChatCompletionRequest, job: GenerationJob,
-                 stream: JobStream, received_at: float, charge: Optional[RequestCharge] = None):
+                 stream: JobStream, received_at: float, meter: Optional[MeteredRequest] = None):
         self.runtime = runtime
-        self.charge = charge
+        self.meter = meter
         self.request = request
         self.job = job
         self.stream = stream
@@ -233,15 +233,16 @@ class ChatCompletionRun:
     def _settle(self) -> None:
         """Charge what was generated: the worker's usage if the job finished, its report after the
         cancel if the client left, nothing if the job failed."""
-        if self.charge is None:
+        if self.meter is None:
             return
         if self.stream.finished and self.stream.usage is not None:
-            self.charge.settle(usage_from(self.stream.usage), self.outcome)
+            self.meter.settle(usage_from(self.stream.usage), self.outcome)
         elif self.outcome == "client_disconnected":
+            self.meter.release()  # its slot frees now; the charge waits for the worker's count
             seen = self.stream.completion_tokens_seen
-            self.charge.settle_after_cancel(Usage(self.charge.prompt_tokens if seen else 0, seen))
+            self.meter.settle_after_cancel(Usage(self.meter.prompt_tokens if seen else 0, seen))
         else:
-            self.charge.settle(None, self.outcome)
+            self.meter.settle(None, self.outcome)
 
     def _saw_text(self) -> None:
         if self._first_text_at is None:

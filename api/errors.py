@@ -17,6 +17,7 @@ def error_response(error: LlamaGateError) -> Response:
     response = json_response(error.to_dict(), error.status)
     if error.status in (400, 401, 402, 403, 404, 413):
         response.headers["x-should-retry"] = "false"  # retrying cannot help; the SDK honours this
+    response.headers.update(error.headers)
     return response
 
 

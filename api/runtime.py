@@ -16,6 +16,7 @@ import redis
 
 from broker.event_router import EventRouter
 from broker.publisher import JobPublisher
+from api.rate_limits.limiter import RateLimiter
 from api.store.db import Database
 from broker.worker_directory import WorkerDirectory
 from shared.chat_tokenizer import ChatTokenizer
@@ -39,6 +40,7 @@ class Runtime:
         self.directory = WorkerDirectory(self.redis, interval=1.0)
         # Connects lazily, so a process that forks after building the app never shares a socket.
         self.db = Database(settings.database_url, pool_size=settings.database_pool_size)
+        self.limiter = RateLimiter(self.redis, settings.rate_limit_window, settings.concurrency_lease)
         self._tokenizers: dict[str, ChatTokenizer] = {}  # by model id
         self._tokenizers_by_directory: dict[str, ChatTokenizer] = {}  # models may share one
         self._greenlets: list[gevent.Greenlet] = []
@@ -56,6 +58,7 @@ class Runtime:
         self.router.start()
         self._greenlets.append(gevent.spawn(self.directory.run_forever, gevent.sleep))
         self._greenlets.append(gevent.spawn(self._sweep_reservations_forever))
+        self._greenlets.append(gevent.spawn(self._renew_leases_forever))
         log.info("web process started", extra={"instance_id": self.instance_id})
 
     def stop(self) -> None:
@@ -65,8 +68,13 @@ class Runtime:
         self.publisher.close()
         self.db.dispose()
 
+    def _renew_leases_forever(self) -> None:
+        while True:
+            gevent.sleep(self.settings.concurrency_lease / 3)
+            self.limiter.renew_running()
+
     def _sweep_reservations_forever(self) -> None:
-        from api.billing import sweep_expired_reservations
+        from api.metering import sweep_expired_reservations
 
         while True:
             gevent.sleep(self.settings.reservation_sweep_interval)

@@ -256,7 +256,8 @@ class Stack:
         try:
             user = users.create_user(db, "bench@example.com", "benchmark password")
             credits.grant_credits(db, user.id, 10**12, note="benchmark credit")
-            return api_keys.create_key(db, None, user.id, "bench").secret
+            return api_keys.create_key(db, None, user.id, "bench", rate_limit_requests=10**9, rate_limit_tokens=10**9,
+                                       rate_limit_concurrency=10**6).secret
         finally:
             db.dispose()
 

@@ -31,9 +31,9 @@ class EventPublisher:
         In the same round trip: marks the requests in `first_text` (their first text is in this
         step) as "emitted", so a redelivered copy of the job knows not to stream again; and looks
         up whether any request in `watch` was cancelled; and records the `final_usage` of jobs that
-        ended without a DONE event (cancelled, abandoned) for the API to charge. Reports the requests whose web process no
-        longer listens and those cancelled. Raises redis errors: the caller decides what to do
-        with the requests of a failed step.
+        ended without a DONE event (cancelled, abandoned) for the API to charge. Reports the
+        requests whose web process no longer listens and those cancelled. Raises redis errors: the
+        caller decides what to do with the requests of a failed step.
         """
         by_channel: dict[str, list[JobEvent]] = defaultdict(list)
         for event in events:

@@ -15,14 +15,17 @@ class LlamaGateError(Exception):
     code: str | None = None
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
-                 status: int | None = None):
+                 status: int | None = None, type_: str | None = None):
         super().__init__(message)
         self.message = message
         self.param = param
+        self.headers: dict[str, str] = {}  # extra response headers, such as Retry-After
         if code is not None:
             self.code = code
         if status is not None:
             self.status = status
+        if type_ is not None:
+            self.type = type_
 
     def to_dict(self) -> dict[str, Any]:
         """The OpenAI error body."""
@@ -86,8 +89,10 @@ class RequestTooLargeError(InvalidRequestError):
 
 
 class RateLimitError(LlamaGateError):
+    """429; `type` names the limit (requests, tokens, concurrency), as OpenAI's do."""
+
     status = 429
-    type = "rate_limit_error"
+    type = "requests"
     code = "rate_limit_exceeded"
 
 

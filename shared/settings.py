@@ -68,6 +68,14 @@ class Settings:
     trusted_proxies: int = _env("LLAMAGATE_TRUSTED_PROXIES", default=0)  # X-Forwarded-* hops to trust
     reservation_sweep_interval: float = _env("LLAMAGATE_RESERVATION_SWEEP_INTERVAL", default=60.0)
 
+    # Per-key rate limits (defaults; a key may carry its own). The window is a minute in production;
+    # tests shorten it rather than wait.
+    rate_limit_requests: int = _env("LLAMAGATE_RATE_LIMIT_REQUESTS", default=60)
+    rate_limit_tokens: int = _env("LLAMAGATE_RATE_LIMIT_TOKENS", default=100_000)
+    rate_limit_concurrency: int = _env("LLAMAGATE_RATE_LIMIT_CONCURRENCY", default=10)
+    rate_limit_window: float = _env("LLAMAGATE_RATE_LIMIT_WINDOW", default=60.0)
+    concurrency_lease: float = _env("LLAMAGATE_CONCURRENCY_LEASE", default=30.0)  # renewed every third
+
     # The homepage's "Try it" demo: free, no API key, limited per client IP.
     demo_model: str = _env("LLAMAGATE_DEMO_MODEL", default="smollm2-135m-instruct")
     demo_requests_per_minute: int = _env("LLAMAGATE_DEMO_REQUESTS_PER_MINUTE", default=10)
@@ -106,7 +114,8 @@ class Settings:
         positive = ("default_max_tokens", "max_batch_size", "max_choices", "enqueue_timeout",
                     "queue_timeout", "generation_timeout", "heartbeat_interval", "heartbeat_ttl",
                     "stall_timeout", "keepalive_interval", "max_body_bytes", "database_pool_size",
-                    "reservation_sweep_interval", "demo_max_tokens")
+                    "reservation_sweep_interval", "demo_max_tokens", "rate_limit_requests",
+                    "rate_limit_tokens", "rate_limit_concurrency", "rate_limit_window", "concurrency_lease")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"setting {name} must be positive, got {getattr(self, name)!r}")

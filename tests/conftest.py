@@ -170,8 +170,8 @@ class Stack:
         upgrade(self.env["LLAMAGATE_DATABASE_URL"])
         return Database(self.env["LLAMAGATE_DATABASE_URL"])
 
-    def create_account(self, credits: str = "100.00", email: Optional[str] = None) -> Account:
-        """A user with an API key and `credits` dollars."""
+    def create_account(self, credits: str = "100.00", email: Optional[str] = None, **key_limits) -> Account:
+        """A user with an API key (with `key_limits`, such as rate_limit_concurrency) and `credits` dollars."""
         from api.accounts import api_keys, credits as credit_ledger, users
         from api.accounts.money import dollars_to_micros
 
@@ -179,14 +179,16 @@ class Stack:
         user = users.create_user(self.db, email, "correct horse battery staple")
         if dollars_to_micros(credits) > 0:
             credit_ledger.grant_credits(self.db, user.id, dollars_to_micros(credits), note="test credit")
-        key = api_keys.create_key(self.db, None, user.id, "test key")
+        key = api_keys.create_key(self.db, None, user.id, "test key", **key_limits)
         return Account(email, user.id, key.secret)
 
     @property
     def account(self) -> Account:
-        """The stack's default account (well funded), made on first use."""
+        """The stack's default account, made on first use: well funded, and with rate limits no
+        test reaches unless it means to (those tests make keys of their own)."""
         if self._account is None:
-            self._account = self.create_account()
+            self._account = self.create_account(rate_limit_requests=10**6, rate_limit_tokens=10**9,
+                                                rate_limit_concurrency=10**4)
         return self._account
 
     @property

@@ -35,10 +35,13 @@ _UNKNOWN = b"-"
 
 @dataclass(frozen=True)
 class KeyIdentity:
-    """Who an API request is from."""
+    """Who an API request is from, and the key's own rate limits (None: the defaults)."""
 
     key_id: int
     user_id: int
+    rate_limit_requests: Optional[int] = None
+    rate_limit_tokens: Optional[int] = None
+    rate_limit_concurrency: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -59,12 +62,16 @@ def cache_key(key_hash: str) -> str:
     return f"llg:apikey:{key_hash}"
 
 
-def create_key(db: Database, cache: Optional[redis.Redis], user_id: int, name: str) -> CreatedKey:
+def create_key(db: Database, cache: Optional[redis.Redis], user_id: int, name: str, *,
+               rate_limit_requests: Optional[int] = None, rate_limit_tokens: Optional[int] = None,
+               rate_limit_concurrency: Optional[int] = None) -> CreatedKey:
     secret = generate_secret()
     key_hash = hash_secret(secret)
     with db.transaction() as session:
         record = ApiKey(user_id=user_id, name=(name.strip() or "Untitled key")[:100],
-                        prefix=secret[:VISIBLE_PREFIX_LENGTH], key_hash=key_hash)
+                        prefix=secret[:VISIBLE_PREFIX_LENGTH], key_hash=key_hash,
+                        rate_limit_requests=rate_limit_requests, rate_limit_tokens=rate_limit_tokens,
+                        rate_limit_concurrency=rate_limit_concurrency)
         session.add(record)
         session.flush()
     if cache is not None:
@@ -112,12 +119,15 @@ def lookup_key(db: Database, cache: Optional[redis.Redis], secret: str) -> Optio
         return None
     if cached is not None:
         data = json.loads(cached)
-        return KeyIdentity(key_id=data["k"], user_id=data["u"])
+        return KeyIdentity(data["k"], data["u"], *data.get("l", ()))
     with db.transaction() as session:
-        row = session.execute(select(ApiKey.id, ApiKey.user_id).where(
+        row = session.execute(select(ApiKey.id, ApiKey.user_id, ApiKey.rate_limit_requests, ApiKey.rate_limit_tokens,
+                                     ApiKey.rate_limit_concurrency).where(
             ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))).first()
-    identity = KeyIdentity(key_id=row.id, user_id=row.user_id) if row else None
-    value = json.dumps({"k": identity.key_id, "u": identity.user_id}) if identity else _UNKNOWN
+    identity = KeyIdentity(*row) if row else None
+    value = json.dumps({"k": identity.key_id, "u": identity.user_id, "l": [
+        identity.rate_limit_requests, identity.rate_limit_tokens, identity.rate_limit_concurrency]}) \
+        if identity else _UNKNOWN
     # NX: never overwrite a tombstone that a revocation wrote after our database read.
     _cache_set(cache, key_hash, value, CACHE_TTL if identity else NEGATIVE_CACHE_TTL)
     return identity

@@ -22,6 +22,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     create_key = key.add_parser("create", help="create an API key for a user and print it (once)")
     create_key.add_argument("email")
     create_key.add_argument("--name", default="CLI key")
+    create_key.add_argument("--rpm", type=int, help="this key's requests per window (default: the deployment's)")
+    create_key.add_argument("--tpm", type=int, help="this key's tokens per window")
+    create_key.add_argument("--concurrency", type=int, help="this key's concurrent requests")
 
     credit = commands.add_parser("credits", help="grant credits, show balances").add_subparsers(
         dest="action", required=True)
@@ -49,7 +52,8 @@ def run_command(args: argparse.Namespace, db: Database) -> int:
         print(f"no user with email {args.email}", file=sys.stderr)
         return 1
     if args.command == "keys":
-        created = api_keys.create_key(db, None, user.id, args.name)
+        created = api_keys.create_key(db, None, user.id, args.name, rate_limit_requests=args.rpm,
+                                      rate_limit_tokens=args.tpm, rate_limit_concurrency=args.concurrency)
         print(created.secret)
     elif args.command == "credits" and args.action == "grant":
         balance = OperatorGrants(db).grant(user.id, dollars_to_micros(args.amount), args.note)

@@ -60,6 +60,10 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_used_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime, nullable=True)
     revoked_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime, nullable=True)
+    # Per-key rate limits; None: the deployment's defaults.
+    rate_limit_requests: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
+    rate_limit_tokens: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
+    rate_limit_concurrency: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
 
 
 class LedgerEntry(Base):

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from flask import Response, current_app, g, request
 
-from api.billing import RequestCharge
 from api.chat_completions import start_chat_completion
 from api.client_connection import disconnect_probe
 from api.json_body import json_body, json_response
 from api.job_stream import ClientDisconnected
 from api.schemas.chat import parse_chat_completion
-from api.v1 import blueprint
+from api.v1 import blueprint, meter_request
 
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left before the answer
 
@@ -21,7 +20,7 @@ def create_chat_completion() -> Response:
     runtime = current_app.extensions["llamagate"]
     run = start_chat_completion(
         runtime, params, g.request_id, disconnect_probe(request.environ),
-        charge_for=lambda spec: RequestCharge(runtime, g.identity, g.request_id, spec, "chat.completions"))
+        meter_for=lambda spec: meter_request(spec, "chat.completions"))
     try:
         if not params.stream:
             return json_response(run.result())

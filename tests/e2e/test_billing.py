@@ -140,7 +140,7 @@ def test_the_worst_case_must_be_covered_not_just_the_likely_cost(stack, make_ope
 def test_concurrent_requests_spend_exactly_the_balance(stack, make_openai_client, prompt_tokens):
     each = cost(prompt_tokens, 20)
     affordable, attempts = 4, 24
-    account = stack.create_account(credits="0")
+    account = stack.create_account(credits="0", rate_limit_concurrency=attempts)  # credits are the limit here
     credits.grant_credits(stack.db, account.user_id, affordable * each + each - 1)
     client = make_openai_client(stack, api_key=account.api_key, max_retries=0, timeout=120)
     outcomes: list[object] = []

@@ -16,7 +16,7 @@ from shared.errors import (AuthenticationError, ContextLengthExceededError, Inva
     (NotFoundError("x"), 404, "invalid_request_error", None),
     (ModelNotFoundError("gpt-9"), 404, "invalid_request_error", "model_not_found"),
     (RequestTooLargeError("x"), 413, "invalid_request_error", "request_too_large"),
-    (RateLimitError("x"), 429, "rate_limit_error", "rate_limit_exceeded"),
+    (RateLimitError("x"), 429, "requests", "rate_limit_exceeded"),
     (ServerError("x"), 500, "server_error", None),
     (ServiceUnavailableError("x"), 503, "server_error", "service_unavailable"),
     (ModelUnavailableError("x"), 503, "server_error", "model_unavailable"),

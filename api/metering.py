@@ -1,11 +1,13 @@
-"""Charging one request: reserve its worst-case cost at admission, settle its real usage at the end.
+"""Metering one API request: its rate-limit lease and credit reservation at admission, and its
+settlement (charge, token correction, lease release) at the end.
 
 Who pays what:
 - A request that completes pays for its usage as the worker reported it (streamed or not alike).
 - A request whose client leaves pays for what the worker generated before the cancel took effect:
   the worker records that usage in Redis when it drops the job, and a greenlet waits for it.
 - A request that fails (no worker, a worker crash, a timeout, a queue error) pays nothing.
-Settlement is idempotent per request id (see `api.accounts.credits.settle`).
+Settlement is idempotent per request id (see `api.accounts.credits.settle`). Rate-limit token
+estimates are corrected to the same usage the request is charged for.
 """
 
 from __future__ import annotations
@@ -21,8 +23,11 @@ import redis
 from api.accounts import credits
 from api.accounts.api_keys import KeyIdentity
 from api.accounts.credits import Usage
+from api.rate_limits.limiter import Lease, Limits
 from broker.naming import final_usage_key
+from shared.errors import InsufficientCreditsError
 from shared.registry import ModelSpec
+from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +36,15 @@ FINAL_USAGE_POLL = 0.2
 RESERVATION_GRACE = 120.0  # seconds a reservation outlives its job's deadline before it is swept
 
 
-class RequestCharge:
-    """The billing side of one request, from its reservation to its settlement."""
+def limits_for(identity: KeyIdentity, settings: Settings) -> Limits:
+    """The key's own limits where it has them, the deployment's defaults elsewhere."""
+    return Limits(requests=identity.rate_limit_requests or settings.rate_limit_requests,
+                  tokens=identity.rate_limit_tokens or settings.rate_limit_tokens,
+                  concurrency=identity.rate_limit_concurrency or settings.rate_limit_concurrency)
+
+
+class MeteredRequest:
+    """One request's hold on its key's rate limits and its account's credits."""
 
     def __init__(self, runtime, identity: KeyIdentity, request_id: str, spec: ModelSpec, endpoint: str):
         self.runtime = runtime
@@ -41,23 +53,38 @@ class RequestCharge:
         self.spec = spec
         self.endpoint = endpoint
         self.started_at = time.monotonic()
+        self.lease: Optional[Lease] = None
         self.reserved = False
         self.prompt_tokens = 0
 
-    def reserve(self, prompt_tokens: int, max_completion_tokens: int, lifetime: float) -> None:
-        """Hold the worst-case cost; raises InsufficientCreditsError (402) when it is not covered."""
+    def admit(self, prompt_tokens: int, max_completion_tokens: int, lifetime: float) -> None:
+        """Take the rate limits (429), then reserve the worst-case cost (402)."""
         self.prompt_tokens = prompt_tokens
+        self.lease = self.runtime.limiter.admit(self.identity.key_id, self.request_id,
+                                                prompt_tokens + max_completion_tokens,
+                                                limits_for(self.identity, self.runtime.settings))
         amount = self.spec.pricing.cost_micros(prompt_tokens, max_completion_tokens)
-        credits.reserve(self.runtime.db, request_id=self.request_id, user_id=self.identity.user_id,
-                        api_key_id=self.identity.key_id, model=self.spec.id, amount_micros=amount,
-                        expires_in=lifetime + RESERVATION_GRACE)
+        try:
+            credits.reserve(self.runtime.db, request_id=self.request_id, user_id=self.identity.user_id,
+                            api_key_id=self.identity.key_id, model=self.spec.id, amount_micros=amount,
+                            expires_in=lifetime + RESERVATION_GRACE)
+        except InsufficientCreditsError:
+            self.lease.finish(0)  # counted as a request, but it used no tokens
+            raise
         self.reserved = True
 
+    def release(self) -> None:
+        """The request is over for its client: free its concurrency slot now."""
+        if self.lease is not None:
+            self.lease.release()
+
     def settle(self, usage: Optional[Usage], status: str) -> None:
-        """Charge `usage` (None: nothing) and release the reservation."""
+        """Charge `usage` (None: nothing), release the reservation, correct the token estimate."""
+        usage = usage or Usage()
+        if self.lease is not None:
+            self.lease.finish(usage.prompt_tokens + usage.completion_tokens)
         if not self.reserved:
             return
-        usage = usage or Usage()
         cost = self.spec.pricing.cost_micros(usage.prompt_tokens, usage.completion_tokens)
         latency_ms = int((time.monotonic() - self.started_at) * 1000)
         try:

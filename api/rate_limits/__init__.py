@@ -1,0 +1,1 @@
+"""Per-key rate limits: requests and tokens per sliding window, and concurrent requests, in Redis."""
