@@ -24,7 +24,7 @@ class Database:
     def __init__(self, url: str, pool_size: int = 10):
         self.url = normalize_url(url)
         if self.url.startswith("sqlite"):
-            self._prepare_sqlite_dir()
+            ensure_sqlite_directory(self.url)
             # One file shared by every process. Transactions take the write lock when they begin
             # (BEGIN IMMEDIATE), so the busy timeout applies: a deferred transaction that reads,
             # then writes after another process wrote, would fail at once with SQLITE_BUSY.
@@ -45,10 +45,12 @@ class Database:
     def dispose(self) -> None:
         self.engine.dispose()
 
-    def _prepare_sqlite_dir(self) -> None:
-        path = self.url.split(":///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+def ensure_sqlite_directory(url: str) -> None:
+    """SQLite creates the file on first use, but not the folder it goes in."""
+    path = url.split(":///", 1)[-1]
+    if url.startswith("sqlite") and path and path != ":memory:":
+        Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
 
 
 def _sqlite_connect(connection, _record) -> None:
@@ -65,6 +67,7 @@ def upgrade(url: str) -> None:
     from alembic import command
     from alembic.config import Config
 
+    ensure_sqlite_directory(normalize_url(url))
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("sqlalchemy.url", normalize_url(url).replace("%", "%%"))
