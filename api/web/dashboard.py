@@ -8,7 +8,7 @@ from flask import (Blueprint, Response, current_app, flash, make_response, redir
 from api.accounts import api_keys, credits, usage
 from api.web import sessions
 from api.web.forms import FormError, read_key_name
-from api.web.pages import api_base_url
+from api.web.pages import api_base_url, default_rate_limits
 from api.web.usage_chart import layout
 
 blueprint = Blueprint("dashboard", __name__, url_prefix="/dashboard")
@@ -61,9 +61,12 @@ def _render_dashboard(key_error: str = "") -> str:
     user = sessions.current_user()
     keys = api_keys.list_keys(runtime.db, user.id, include_revoked=True)
     recent = usage.recent_requests(runtime.db, user.id, limit=RECENT_REQUESTS)
+    active_keys = [key for key in keys if key.revoked_at is None]
     return render_template(
-        "dashboard.html", user=user, key_error=key_error,
-        active_keys=[key for key in keys if key.revoked_at is None],
+        "dashboard.html", user=user, key_error=key_error, active_keys=active_keys,
+        limits=default_rate_limits(),
+        has_custom_limits=any(key.rate_limit_requests or key.rate_limit_tokens or key.rate_limit_concurrency
+                              for key in active_keys),
         key_names={key.id: key.name for key in keys},
         balance=credits.get_balance(runtime.db, user.id),
         ledger=credits.ledger_entries(runtime.db, user.id, limit=LEDGER_ENTRIES),

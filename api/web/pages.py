@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from flask import Blueprint, current_app, render_template, request
 
 from api.accounts.money import dollars_to_micros
@@ -26,11 +28,35 @@ def home() -> str:
                            signup_credit=signup_credit_micros())
 
 
+@dataclass(frozen=True)
+class RateLimitSummary:
+    """The deployment's default per-key limits, in the words the docs use."""
+
+    requests: int
+    tokens: int
+    concurrency: int
+    window_seconds: float
+
+    @property
+    def window_text(self) -> str:
+        return "minute" if self.window_seconds == 60 else f"{self.window_seconds:g} seconds"
+
+    @property
+    def per_window(self) -> str:
+        return f"per {self.window_text}"
+
+
+def default_rate_limits() -> RateLimitSummary:
+    settings = current_app.extensions["llamagate"].settings
+    return RateLimitSummary(settings.rate_limit_requests, settings.rate_limit_tokens,
+                            settings.rate_limit_concurrency, settings.rate_limit_window)
+
+
 @blueprint.get("/docs")
 def docs() -> str:
     settings = current_app.extensions["llamagate"].settings
     return render_template("docs.html", base_url=api_base_url(), model=settings.demo_model,
-                           signup_credit=signup_credit_micros())
+                           signup_credit=signup_credit_micros(), limits=default_rate_limits())
 
 
 @blueprint.get("/pricing")

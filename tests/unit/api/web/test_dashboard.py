@@ -69,3 +69,12 @@ def test_requests_their_cost_and_the_ledger_appear(client, runtime, sign_up, csr
     assert '<span class="stat-value" id="balance">$4.999958</span>' in page
     assert "Sign-up credit" in page and "+$5.00" in page
     assert "1 requests, 42 tokens, $0.000042" in page  # the chart's bar for today
+
+
+def test_the_keys_rate_limits_are_stated(client, runtime, sign_up, csrf_token):
+    sign_up()
+    user = users.find_user(runtime.db, "ada@example.com")
+    api_keys.create_key(runtime.db, None, user.id, "batch jobs", rate_limit_requests=600)
+    page = client.get("/dashboard").get_data(as_text=True)
+    assert "Each key may make 60 requests and use 100,000 tokens" in page
+    assert "limits: 600 requests, 100,000 tokens per minute, 10 at once" in " ".join(page.split())

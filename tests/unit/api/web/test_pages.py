@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 
@@ -48,3 +49,12 @@ def test_unknown_pages_are_html_and_unknown_api_paths_are_openai_json(client):
 def test_pages_carry_a_content_security_policy_and_api_responses_do_not(client):
     assert "script-src 'self'" in client.get("/").headers["Content-Security-Policy"]
     assert "Content-Security-Policy" not in client.get("/v1/models").headers
+
+
+def test_docs_state_the_deployments_rate_limits(app, runtime, web_settings):
+    runtime.settings = dataclasses.replace(web_settings, rate_limit_requests=30, rate_limit_tokens=50_000,
+                                           rate_limit_concurrency=4)
+    page = app.test_client().get("/docs").get_data(as_text=True)
+    section = re.search(r'<section id="rate-limits">(.*?)</section>', page, re.S).group(1)
+    assert "30 requests</strong>" in section and "50,000 tokens</strong> per minute" in section
+    assert "4 requests in progress" in section and "X-RateLimit-Remaining" in section
