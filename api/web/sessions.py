@@ -72,7 +72,9 @@ def login_required(view: Callable) -> Callable:
     @functools.wraps(view)
     def wrapped(*args, **kwargs):
         if current_user() is None:
-            return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+            # Back to this page after logging in; a form's target is not a page to land on.
+            target = request.full_path.rstrip("?") if request.method == "GET" else url_for("dashboard.overview")
+            return redirect(url_for("auth.login", next=target))
         return view(*args, **kwargs)
 
     return wrapped

@@ -78,3 +78,8 @@ def test_the_keys_rate_limits_are_stated(client, runtime, sign_up, csrf_token):
     page = client.get("/dashboard").get_data(as_text=True)
     assert "Each key may make 60 requests and use 100,000 tokens" in page
     assert "limits: 600 requests, 100,000 tokens per minute, 10 at once" in " ".join(page.split())
+
+
+def test_a_form_sent_after_the_session_ended_leads_to_login_then_the_dashboard(client, csrf_token):
+    response = client.post("/dashboard/keys", data={"name": "late", "csrf_token": csrf_token("/login")})
+    assert response.status_code == 302 and response.headers["Location"] == "/login?next=/dashboard"
