@@ -47,7 +47,7 @@ def grant_credits(db: Database, user_id: int, amount_micros: int, note: str = ""
     if amount_micros <= 0:
         raise ValueError("a grant must be a positive amount")
     with db.transaction() as session:
-        return _append_entry(session, user_id, amount_micros, kind, note=note)
+        return append_entry(session, user_id, amount_micros, kind, note=note)
 
 
 def get_balance(db: Database, user_id: int) -> Balance:
@@ -95,7 +95,7 @@ def settle(db: Database, *, request_id: str, usage: Usage, cost_micros: int, end
         session.execute(update(User).where(User.id == reservation.user_id)
                         .values(reserved_micros=User.reserved_micros - reservation.amount_micros))
         if cost_micros > 0:
-            _append_entry(session, reservation.user_id, -cost_micros, "usage", request_id=request_id,
+            append_entry(session, reservation.user_id, -cost_micros, "usage", request_id=request_id,
                           note=f"{reservation.model}: {usage.prompt_tokens} prompt + "
                                f"{usage.completion_tokens} completion tokens")
         session.add(UsageRecord(request_id=request_id, user_id=reservation.user_id,
@@ -118,8 +118,8 @@ def expired_reservations(db: Database, now: Optional[datetime] = None, limit: in
                                     .where(Reservation.expires_at < (now or utcnow())).limit(limit)))
 
 
-def _append_entry(session: Session, user_id: int, amount_micros: int, kind: str, *, note: str = "",
-                  request_id: Optional[str] = None) -> int:
+def append_entry(session: Session, user_id: int, amount_micros: int, kind: str, *, note: str = "",
+                 request_id: Optional[str] = None) -> int:
     """Append a ledger entry and move the balance with it, in the caller's transaction."""
     balance = session.scalar(update(User).where(User.id == user_id)
                              .values(balance_micros=User.balance_micros + amount_micros)

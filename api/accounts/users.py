@@ -8,6 +8,7 @@ from typing import Optional
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
+from api.accounts.credits import append_entry
 from api.accounts.passwords import MIN_PASSWORD_LENGTH, hash_password, verify_password
 from api.store.db import Database
 from api.store.models import User
@@ -23,7 +24,10 @@ def normalize_email(email: str) -> str:
     return email.strip().lower()
 
 
-def create_user(db: Database, email: str, password: str) -> User:
+def create_user(db: Database, email: str, password: str, starting_credit_micros: int = 0,
+                credit_note: str = "Sign-up credit") -> User:
+    """A new user, with `starting_credit_micros` granted in the same transaction (never one
+    without the other)."""
     email = normalize_email(email)
     if not _EMAIL.match(email) or len(email) > 320:
         raise AccountError("Please enter a valid email address.")
@@ -34,6 +38,8 @@ def create_user(db: Database, email: str, password: str) -> User:
             user = User(email=email, password_hash=hash_password(password), balance_micros=0, reserved_micros=0)
             session.add(user)
             session.flush()
+            if starting_credit_micros > 0:
+                append_entry(session, user.id, starting_credit_micros, "grant", note=credit_note)
             return user
     except IntegrityError:
         raise AccountError("An account with this email already exists.") from None

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, current_app, flash, redirect, render_template, request, url_for
 
-from api.accounts import credits, users
+from api.accounts import users
 from api.web import sessions
 from api.web.forms import FormError, read_credentials
 from api.web.pages import signup_credit_micros
@@ -49,13 +49,10 @@ def signup():
             return render_template("signup.html", email=email, signup_credit=signup_credit_micros(),
                                    error=f"Too many sign-ups from your network. Please try again in "
                                          f"{refusal.minutes} minutes."), 429
-        user = users.create_user(_runtime().db, email, password)
+        user = users.create_user(_runtime().db, email, password, starting_credit_micros=signup_credit_micros())
     except (FormError, users.AccountError) as exc:
         return render_template("signup.html", email=email, error=str(exc),
                                signup_credit=signup_credit_micros()), 400
-    grant = signup_credit_micros()
-    if grant > 0:
-        credits.grant_credits(_runtime().db, user.id, grant, note="Sign-up credit", kind="grant")
     sessions.sign_in(user)
     flash("Welcome to LlamaGate! Create an API key below to make your first request.", "success")
     return redirect(url_for("dashboard.overview"))

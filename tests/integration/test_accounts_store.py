@@ -170,3 +170,10 @@ def test_daily_usage_has_one_entry_per_day(store):
     assert len(days) == 7 and days[-1].day == utcnow().date()
     assert (days[-1].requests, days[-1].tokens, days[-1].cost_micros) == (1, 7, 9)
     assert sum(d.requests for d in days[:-1]) == 0
+
+
+def test_a_sign_up_credit_comes_with_the_account_in_one_transaction(store):
+    user = users.create_user(store, "new@example.com", PASSWORD, starting_credit_micros=5_000_000)
+    assert credits.get_balance(store, user.id).balance_micros == 5_000_000
+    [entry] = credits.ledger_entries(store, user.id)
+    assert (entry.kind, entry.amount_micros, entry.note) == ("grant", 5_000_000, "Sign-up credit")
