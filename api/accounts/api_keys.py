@@ -13,11 +13,11 @@ import logging
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Optional
 
 import redis
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, or_, select, update
 
 from api.store.db import Database
 from api.store.models import ApiKey, utcnow
@@ -31,6 +31,7 @@ CACHE_TTL = 300  # seconds a known key stays cached
 NEGATIVE_CACHE_TTL = 30  # seconds an unknown key stays cached as unknown
 TOMBSTONE_TTL = 2 * CACHE_TTL  # outlives any cache fill that raced the revocation
 _UNKNOWN = b"-"
+LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -133,9 +134,15 @@ def lookup_key(db: Database, cache: Optional[redis.Redis], secret: str) -> Optio
     return identity
 
 
-def touch_last_used(session, key_id: int, when: datetime) -> None:
-    """Record a key's use; called inside the settlement transaction, so it costs no extra commit."""
-    session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=when))
+_TOUCH = (update(ApiKey).where(ApiKey.id == bindparam("key_id"),
+                               or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < bindparam("stale_before")))
+          .values(last_used_at=bindparam("now")))
+
+
+def touch_last_used(connection, key_id: int, when: datetime) -> None:
+    """Record a key's use, at most once a minute (so busy keys do not rewrite their row on every
+    request); called inside the settlement transaction, so it costs no extra commit."""
+    connection.execute(_TOUCH, {"key_id": key_id, "stale_before": when - LAST_USED_RESOLUTION, "now": when})
 
 
 def _cache_get(cache: Optional[redis.Redis], key_hash: str) -> Optional[bytes]:

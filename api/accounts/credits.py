@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Optional
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from api.accounts.api_keys import touch_last_used
@@ -62,49 +62,59 @@ def ledger_entries(db: Database, user_id: int, limit: int = 50) -> list[LedgerEn
                                     .order_by(LedgerEntry.id.desc()).limit(limit)))
 
 
+# Built once: these run on every API request, and building a statement costs more CPU than
+# running it on SQLite.
+_HOLD = (update(User).where(User.id == bindparam("user_id"),
+                            User.balance_micros - User.reserved_micros >= bindparam("amount"))
+         .values(reserved_micros=User.reserved_micros + bindparam("amount")))
+_TAKE_RESERVATION = (delete(Reservation).where(Reservation.request_id == bindparam("request_id"))
+                     .returning(Reservation.user_id, Reservation.api_key_id, Reservation.model,
+                                Reservation.amount_micros))
+_CHARGE = (update(User).where(User.id == bindparam("user_id"))
+           .values(reserved_micros=User.reserved_micros - bindparam("reserved"),
+                   balance_micros=User.balance_micros - bindparam("cost"))
+           .returning(User.balance_micros))
+_ADD_RESERVATION, _ADD_LEDGER_ENTRY, _ADD_USAGE_RECORD = insert(Reservation), insert(LedgerEntry), insert(UsageRecord)
+
+
 def reserve(db: Database, *, request_id: str, user_id: int, api_key_id: Optional[int], model: str,
             amount_micros: int, expires_in: float) -> None:
     """Hold `amount_micros` of the user's credit for a request, or raise InsufficientCreditsError."""
-    with db.transaction() as session:
-        held = session.execute(
-            update(User).where(User.id == user_id,
-                               User.balance_micros - User.reserved_micros >= amount_micros)
-            .values(reserved_micros=User.reserved_micros + amount_micros))
-        if held.rowcount != 1:
+    now = utcnow()
+    with db.connection() as connection:
+        if connection.execute(_HOLD, {"user_id": user_id, "amount": amount_micros}).rowcount != 1:
             raise InsufficientCreditsError(
                 "You exceeded your current quota: your credit balance cannot cover this request "
                 f"(up to ${amount_micros / 1_000_000:.6f}). Add credits, or lower max_tokens.")
-        now = utcnow()
-        session.add(Reservation(request_id=request_id, user_id=user_id, api_key_id=api_key_id, model=model,
-                                amount_micros=amount_micros, created_at=now,
-                                expires_at=now + timedelta(seconds=expires_in)))
+        connection.execute(_ADD_RESERVATION, {
+            "request_id": request_id, "user_id": user_id, "api_key_id": api_key_id, "model": model,
+            "amount_micros": amount_micros, "created_at": now, "expires_at": now + timedelta(seconds=expires_in)})
 
 
 def settle(db: Database, *, request_id: str, usage: Usage, cost_micros: int, endpoint: str, status: str,
            latency_ms: int) -> bool:
     """Charge a request's real cost and release its reservation; False if it was already settled."""
     now = utcnow()
-    with db.transaction() as session:
-        reservation = session.scalar(select(Reservation).where(Reservation.request_id == request_id)
-                                     .with_for_update())
+    with db.connection() as connection:
+        # Whoever deletes the reservation settles; a second settler finds nothing to delete.
+        reservation = connection.execute(_TAKE_RESERVATION, {"request_id": request_id}).first()
         if reservation is None:
             return False
-        # The DELETE's row count, not the SELECT, decides who settles (two settlers may both read).
-        if session.execute(delete(Reservation).where(Reservation.request_id == request_id)).rowcount != 1:
-            return False
-        session.execute(update(User).where(User.id == reservation.user_id)
-                        .values(reserved_micros=User.reserved_micros - reservation.amount_micros))
+        balance = connection.execute(_CHARGE, {"user_id": reservation.user_id, "cost": cost_micros,
+                                               "reserved": reservation.amount_micros}).scalar_one()
         if cost_micros > 0:
-            append_entry(session, reservation.user_id, -cost_micros, "usage", request_id=request_id,
-                          note=f"{reservation.model}: {usage.prompt_tokens} prompt + "
-                               f"{usage.completion_tokens} completion tokens")
-        session.add(UsageRecord(request_id=request_id, user_id=reservation.user_id,
-                                api_key_id=reservation.api_key_id, model=reservation.model, endpoint=endpoint,
-                                prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-                                cost_micros=cost_micros, status=status[:40], latency_ms=latency_ms,
-                                created_at=now))
+            connection.execute(_ADD_LEDGER_ENTRY, {
+                "user_id": reservation.user_id, "amount_micros": -cost_micros, "balance_after_micros": balance,
+                "kind": "usage", "request_id": request_id, "created_at": now,
+                "note": f"{reservation.model}: {usage.prompt_tokens} prompt + {usage.completion_tokens} "
+                        "completion tokens"})
+        connection.execute(_ADD_USAGE_RECORD, {
+            "request_id": request_id, "user_id": reservation.user_id, "api_key_id": reservation.api_key_id,
+            "model": reservation.model, "endpoint": endpoint, "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens, "cost_micros": cost_micros, "status": status[:40],
+            "latency_ms": latency_ms, "created_at": now})
         if reservation.api_key_id is not None:
-            touch_last_used(session, reservation.api_key_id, now)
+            touch_last_used(connection, reservation.api_key_id, now)
     if cost_micros > reservation.amount_micros:
         log.error("a request cost more than its reservation", extra={
             "request_id": request_id, "cost_micros": cost_micros, "reserved_micros": reservation.amount_micros})

@@ -41,9 +41,15 @@ class LimitState:
     reset_tokens_ms: int  # until the tokens budget is whole again
 
 
-def _keys(key_id: int) -> list[str]:
+def redis_keys(key_id: int) -> list[str]:
+    """The requests log, the tokens log, the concurrency leases and the tokens total of a key."""
     tag = f"{{{key_id}}}"  # one hash slot per key, should Redis ever be a cluster
-    return [f"llg:rl:{tag}:requests", f"llg:rl:{tag}:tokens", f"llg:rl:{tag}:running"]
+    return [f"llg:rl:{tag}:requests", f"llg:rl:{tag}:tokens", f"llg:rl:{tag}:running", f"llg:rl:{tag}:tokens-total"]
+
+
+def _script(name: str, shared: bool = False) -> str:
+    text = (_SCRIPTS / name).read_text()
+    return (_SCRIPTS / "window.lua").read_text() + text if shared else text
 
 
 class Lease:
@@ -85,10 +91,10 @@ class RateLimiter:
         self.client = client
         self.window_ms = int(window_seconds * 1000)
         self.lease_ms = int(lease_seconds * 1000)
-        self._admit = client.register_script((_SCRIPTS / "admit.lua").read_text())
-        self._correct = client.register_script((_SCRIPTS / "correct.lua").read_text())
-        self._peek = client.register_script((_SCRIPTS / "peek.lua").read_text())
-        self._renew = client.register_script((_SCRIPTS / "renew.lua").read_text())
+        self._admit = client.register_script(_script("admit.lua", shared=True))
+        self._correct = client.register_script(_script("correct.lua"))
+        self._peek = client.register_script(_script("peek.lua", shared=True))
+        self._renew = client.register_script(_script("renew.lua"))
         self.running: dict[str, Lease] = {}  # this process's leases, renewed until released
 
     def admit(self, key_id: int, request_id: str, tokens: int, limits: Limits) -> Lease:
@@ -96,7 +102,7 @@ class RateLimiter:
         (429, with Retry-After) naming the limit. Fails closed: 503 while Redis is unreachable."""
         try:
             verdict, requests_left, tokens_left, reset_requests, reset_tokens, retry_ms, running = self._admit(
-                keys=_keys(key_id), args=[self.window_ms, limits.requests, limits.tokens, limits.concurrency,
+                keys=redis_keys(key_id), args=[self.window_ms, limits.requests, limits.tokens, limits.concurrency,
                                           request_id, tokens, self.lease_ms])
         except redis.RedisError as exc:
             log.error("rate limiter unavailable; refusing the request", extra={"error": repr(exc)})
@@ -112,7 +118,7 @@ class RateLimiter:
     def peek(self, key_id: int, limits: Limits) -> Optional[LimitState]:
         """The key's budgets without taking anything; None if Redis cannot say."""
         try:
-            requests, tokens, reset_requests, reset_tokens = self._peek(keys=_keys(key_id)[:2], args=[self.window_ms])
+            requests, tokens, reset_requests, reset_tokens = self._peek(keys=redis_keys(key_id), args=[self.window_ms])
         except redis.RedisError:
             return None
         return LimitState(limits, max(0, limits.requests - int(requests)), max(0, limits.tokens - int(tokens)),
@@ -121,7 +127,7 @@ class RateLimiter:
     def release(self, lease: Lease) -> None:
         self.running.pop(lease.request_id, None)
         try:
-            self.client.zrem(_keys(lease.key_id)[2], lease.request_id)
+            self.client.zrem(redis_keys(lease.key_id)[2], lease.request_id)
         except redis.RedisError as exc:
             log.warning("could not release a concurrency lease; it expires by itself",
                         extra={"error": repr(exc), "lease_seconds": self.lease_ms / 1000})
@@ -130,23 +136,23 @@ class RateLimiter:
         if actual_tokens == lease.tokens:
             return
         try:
-            self._correct(keys=[_keys(lease.key_id)[1]], args=[lease.request_id, lease.tokens, max(0, actual_tokens)])
+            self._correct(keys=redis_keys(lease.key_id), args=[lease.request_id, lease.tokens, max(0, actual_tokens)])
         except redis.RedisError as exc:
             log.warning("could not correct a token estimate", extra={"error": repr(exc)})
 
     def finish(self, lease: Lease, actual_tokens: int) -> None:
         self.running.pop(lease.request_id, None)
-        keys = _keys(lease.key_id)
+        keys = redis_keys(lease.key_id)
         correction = [lease.request_id, lease.tokens, max(0, actual_tokens)]
         try:
             # EVALSHA, not the Script object: a pipeline would spend a round trip on SCRIPT EXISTS.
             pipe = self.client.pipeline(transaction=False)
             pipe.zrem(keys[2], lease.request_id)
             if actual_tokens != lease.tokens:
-                pipe.evalsha(self._correct.sha, 1, keys[1], *correction)
+                pipe.evalsha(self._correct.sha, len(keys), *keys, *correction)
             results = pipe.execute(raise_on_error=False)
             if any(isinstance(result, redis.exceptions.NoScriptError) for result in results):
-                self._correct(keys=[keys[1]], args=correction)  # Redis restarted and lost its scripts
+                self._correct(keys=keys, args=correction)  # Redis restarted and lost its scripts
         except redis.RedisError as exc:
             log.warning("could not finish a rate-limit lease; it expires by itself", extra={"error": repr(exc)})
 
@@ -156,7 +162,7 @@ class RateLimiter:
         if not leases:
             return 0
         try:
-            return int(self._renew(keys=[_keys(lease.key_id)[2] for lease in leases],
+            return int(self._renew(keys=[redis_keys(lease.key_id)[2] for lease in leases],
                                    args=[self.lease_ms, *(lease.request_id for lease in leases)]))
         except redis.RedisError as exc:
             log.warning("could not renew concurrency leases", extra={"error": repr(exc)})

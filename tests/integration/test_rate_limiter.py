@@ -9,7 +9,7 @@ import uuid
 import pytest
 import redis
 
-from api.rate_limits.limiter import Limits, RateLimiter
+from api.rate_limits.limiter import Limits, RateLimiter, redis_keys
 from shared.errors import RateLimitError, ServiceUnavailableError
 
 LIMITS = Limits(requests=5, tokens=1000, concurrency=3)
@@ -154,3 +154,18 @@ def test_finishing_releases_and_corrects_even_after_redis_lost_its_scripts(limit
     assert state.remaining_tokens == 900
     for _ in range(3):
         admit(limiter, key_id, release=False)  # the finished lease's slot is free again
+
+
+def test_a_long_window_is_searched_for_when_enough_tokens_free_up(limiter, key_id):
+    limits = Limits(requests=1000, tokens=1500, concurrency=1000)
+    for _ in range(150):
+        admit(limiter, key_id, tokens=10, limits=limits)
+    error = refused(limiter, key_id, tokens=1010, limits=limits)  # 101 of the 150 entries must leave
+    assert error.type == "tokens" and 1 <= int(error.headers["retry-after-ms"]) <= 2000
+
+
+def test_the_tokens_total_is_rebuilt_if_it_was_lost(limiter, key_id, redis_client):
+    admit(limiter, key_id, tokens=600)
+    redis_client.delete(redis_keys(key_id)[3])
+    assert limiter.peek(key_id, LIMITS).remaining_tokens == 400
+    assert refused(limiter, key_id, tokens=500).type == "tokens"
