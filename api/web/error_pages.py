@@ -47,7 +47,8 @@ def _page_unless_api(json_handler: Callable[[Exception], Response]) -> Callable[
 def error_page(error: Exception) -> tuple[str, int]:
     if isinstance(error, CSRFError):
         status, title = 400, "This form has expired"
-        message = "For your safety, forms work only for a while after the page loads. Go back, reload the page and try again."
+        message = ("For your safety, forms work only for a while after the page loads. Go back, reload the page "
+                   "and try again.")
     elif isinstance(error, HTTPException):
         status, title = error.code or 500, error.name
         message = {404: "There is no page at this address.",

@@ -61,7 +61,8 @@ def test_money_shows_cents_and_only_the_digits_that_matter():
 def test_the_chart_scales_bars_to_a_round_axis_top():
     assert [nice_ceiling(v) for v in (1, 3, 7, 10, 11, 260, 5000)] == [1, 5, 10, 10, 20, 500, 5000]
     today = date(2026, 11, 25)
-    days = [DailyUsage(today - timedelta(days=13 - i), requests=i % 3, tokens=i * 100, cost_micros=i) for i in range(14)]
+    days = [DailyUsage(today - timedelta(days=13 - i), requests=i % 3, tokens=i * 100, cost_micros=i)
+            for i in range(14)]
     chart = layout(days)
     assert len(chart.bars) == 14
     assert chart.value_labels[-1].text == "2k"  # 1,300 tokens at most: the axis tops at 2,000
