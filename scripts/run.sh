@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Starts the Procfile's web and worker processes with honcho, waits until LlamaGate is ready,
+# Starts the Procfile's web, worker and embeddings processes with honcho, waits until LlamaGate is ready,
 # and prints the base URL to point the openai SDK at. Ctrl-C stops everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,7 +9,7 @@ port=${PORT:-${LLAMAGATE_PORT:-8000}}
 
 llamagate release >/dev/null
 # honcho gives each process a PORT, counting up from -p: the web process gets ours.
-honcho start -f Procfile -p "$port" web worker &
+honcho start -f Procfile -p "$port" web worker embeddings &
 honcho_pid=$!
 trap 'kill -TERM $honcho_pid 2>/dev/null; wait $honcho_pid' INT TERM
 

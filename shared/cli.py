@@ -1,4 +1,4 @@
-"""The `llamagate` command: `web`, `worker`, `release`."""
+"""The `llamagate` command: `web`, `worker`, `embeddings-worker`, `release`."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ def main(argv: list[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("web", help="serve the HTTP API (gunicorn with gevent workers)")
     commands.add_parser("worker", help="run an inference worker for LLAMAGATE_WORKER_MODELS")
+    commands.add_parser("embeddings-worker", help="run an embeddings worker for LLAMAGATE_EMBEDDINGS_MODELS")
     commands.add_parser("release", help="check the configuration and prepare tokenizers (deploy step)")
     args = parser.parse_args(argv)
 
@@ -23,6 +24,11 @@ def main(argv: list[str] | None = None) -> None:
         from shared.settings import Settings
 
         run_worker(Settings.from_env())
+    elif args.command == "embeddings-worker":
+        from embeddings_worker.main import run_embeddings_worker
+        from shared.settings import Settings
+
+        run_embeddings_worker(Settings.from_env())
     elif args.command == "release":
         release()
 
