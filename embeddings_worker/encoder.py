@@ -48,7 +48,7 @@ class SentenceTransformerEncoder:
         import torch
         from sentence_transformers import SentenceTransformer
 
-        torch.set_num_threads(self.settings.torch_threads or os.cpu_count() or 1)
+        torch.set_num_threads(self.settings.embeddings_torch_threads or os.cpu_count() or 1)
         path = self.spec.weights.resolve()
         model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
         model.eval()

@@ -67,6 +67,9 @@ class Settings:
     embeddings_batch_wait_ms: float = _env("LLAMAGATE_EMBEDDINGS_BATCH_WAIT_MS", default=5.0)
     embeddings_worker_threads: int = _env("LLAMAGATE_EMBEDDINGS_WORKER_THREADS", default=128)
     embeddings_metrics_port: int = _env("LLAMAGATE_EMBEDDINGS_METRICS_PORT", default=9102)  # 0: off
+    # One thread per worker process: measured faster than a team of threads on a busy machine
+    # (see README, Benchmarks); scale out with more worker processes. 0: one per core.
+    embeddings_torch_threads: int = _env("LLAMAGATE_EMBEDDINGS_TORCH_THREADS", default=1)
 
     # Logs.
     log_level: str = _env("LLAMAGATE_LOG_LEVEL", default="INFO")

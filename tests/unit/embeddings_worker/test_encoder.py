@@ -27,7 +27,7 @@ def spec(registry):
 
 @pytest.fixture(scope="module")
 def encoder(spec):
-    encoder = SentenceTransformerEncoder(spec, Settings.from_env({}, torch_threads=1))
+    encoder = SentenceTransformerEncoder(spec, Settings.from_env({}, embeddings_torch_threads=1))
     encoder.load()
     return encoder
 
