@@ -13,11 +13,21 @@ honcho start -f Procfile -p "$port" web worker embeddings &
 honcho_pid=$!
 trap 'kill -TERM $honcho_pid 2>/dev/null; wait $honcho_pid' INT TERM
 
+# Ready once every configured model is served (the worker processes load theirs at their own pace).
+models="${LLAMAGATE_WORKER_MODELS:-smollm2-135m-instruct},${LLAMAGATE_EMBEDDINGS_MODELS:-all-minilm-l6-v2}"
+all_served() {
+  local body
+  body=$(curl -fsS "http://$host:$port/readyz" 2>/dev/null) || return 1
+  for model in ${models//,/ }; do grep -q "\"$model\"" <<<"$body" || return 1; done
+}
+
 for _ in $(seq 1 180); do
-  if curl -fsS "http://$host:$port/readyz" >/dev/null 2>&1; then
+  if all_served; then
     printf '\nLlamaGate is ready. Base URL: http://%s:%s/v1\n' "$host" "$port"
     printf 'Try: curl http://%s:%s/v1/chat/completions -H "Content-Type: application/json" \\\n' "$host" "$port"
-    printf '       -d '"'"'{"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "What is the capital of France?"}]}'"'"'\n\n'
+    printf '       -d '"'"'{"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "What is the capital of France?"}]}'"'"'\n'
+    printf 'Embeddings: curl http://%s:%s/v1/embeddings -H "Content-Type: application/json" \\\n' "$host" "$port"
+    printf '       -d '"'"'{"model": "all-minilm-l6-v2", "input": "The quick brown fox"}'"'"'\n\n'
     break
   fi
   kill -0 $honcho_pid 2>/dev/null || exit 1
