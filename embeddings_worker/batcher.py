@@ -5,8 +5,10 @@ dramatiq's actor threads hand jobs to the batcher's inbox and wait. The batcher 
 a few milliseconds after the first one arrives, or until a forward pass's worth of inputs is
 waiting, whichever comes first: that set of jobs is a round. A round's inputs are sorted by
 length, so that each forward pass pads little, and run in passes of at most `batch_size` inputs.
-Each job's result is published as soon as its last input is done, with its vectors in its own
-input order; only then is its actor released (and its message acked).
+A round's jobs are announced (a STARTED event each, in one publish) before its first pass, so the
+API knows which worker holds them and waits past the queueing deadline for them. Each job's result
+is published as soon as its last input is done, with its vectors in its own input order; only
+then is its actor released (and its message acked).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import redis
@@ -40,6 +42,8 @@ ROUND_PASSES = 8
 class PendingJob:
     job: EmbeddingJob
     done: threading.Event
+    attempt: int = 1  # deliveries of the job so far (RabbitMQ redelivers a dead worker's jobs)
+    next_seq: int = 0
     vectors: Optional[np.ndarray] = None  # one row per input, filled pass by pass
     remaining: int = 0
     failed: bool = False
@@ -47,6 +51,12 @@ class PendingJob:
     @property
     def prompt_tokens(self) -> int:
         return sum(len(ids) for ids in self.job.inputs)
+
+    def event(self, kind: str, **fields) -> JobEvent:
+        event = JobEvent(request_id=self.job.request_id, kind=kind, seq=self.next_seq, attempt=self.attempt,
+                         **fields)
+        self.next_seq += 1
+        return event
 
 
 class EmbeddingBatcher:
@@ -74,9 +84,9 @@ class EmbeddingBatcher:
         self._inbox.put(None)
         self._thread.join(timeout)
 
-    def submit(self, job: EmbeddingJob) -> threading.Event:
+    def submit(self, job: EmbeddingJob, attempt: int = 1) -> threading.Event:
         """Hand a job over; the returned event is set once its result (or error) has been published."""
-        pending = PendingJob(job, threading.Event())
+        pending = PendingJob(job, threading.Event(), attempt)
         self._inbox.put(pending)
         return pending.done
 
@@ -140,7 +150,8 @@ class EmbeddingBatcher:
                 outcomes.append((pending, self._error_event(pending, error)))
             else:
                 admitted.append(pending)
-        self._publish(outcomes)
+                outcomes.append((pending, pending.event(EventKind.STARTED, worker_id=self.worker_id)))
+        self._publish(outcomes, release=lambda pending: pending.failed)  # started jobs run on
         if not admitted:
             return
         metrics.ROUND_JOBS.labels(self.model).observe(len(admitted))
@@ -229,25 +240,29 @@ class EmbeddingBatcher:
         tokens = pending.prompt_tokens
         metrics.JOBS.labels(self.model, "ok").inc()
         metrics.INPUT_TOKENS.labels(self.model).inc(tokens)
-        return JobEvent(request_id=pending.job.request_id, kind=EventKind.DONE, seq=0,
-                        usage={"prompt_tokens": tokens, "total_tokens": tokens}, worker_id=self.worker_id,
-                        vectors=encode_vectors(vectors.astype("<f4", copy=False).tobytes()))
+        return pending.event(EventKind.DONE, usage={"prompt_tokens": tokens, "total_tokens": tokens},
+                             worker_id=self.worker_id,
+                             vectors=encode_vectors(vectors.astype("<f4", copy=False).tobytes()))
 
     def _error_event(self, pending: PendingJob, error: LlamaGateError) -> JobEvent:
         metrics.JOBS.labels(self.model, error.code or error.type).inc()
-        return JobEvent(request_id=pending.job.request_id, kind=EventKind.ERROR, seq=0,
-                        error=error.to_dict()["error"], status=error.status, worker_id=self.worker_id)
+        pending.failed = True
+        return pending.event(EventKind.ERROR, error=error.to_dict()["error"], status=error.status,
+                             worker_id=self.worker_id)
 
-    def _publish(self, outcomes: list[tuple[PendingJob, JobEvent]]) -> None:
-        """Send the events in one round trip, then release the jobs' actors (which ack their messages)."""
+    def _publish(self, outcomes: list[tuple[PendingJob, JobEvent]],
+                 release: Callable[[PendingJob], bool] = lambda pending: True) -> None:
+        """Send the events in one round trip, then release the actors of the jobs that have ended
+        (which ack their messages)."""
         if not outcomes:
             return
         try:
             self.publisher.publish([event for _, event in outcomes],
                                    {p.job.request_id: p.job.reply_to for p, _ in outcomes})
         except redis.RedisError as exc:
-            log.error("publishing embeddings failed; their clients will time out",
+            log.error("publishing embeddings events failed; their clients will time out",
                       extra={"model": self.model, "error": repr(exc), "jobs": len(outcomes)})
         finally:
             for pending, _ in outcomes:
-                pending.done.set()
+                if release(pending):
+                    pending.done.set()

@@ -59,8 +59,9 @@ def run_embeddings_worker(settings: Settings) -> None:
     registry = ModelRegistry.load(settings.models_file)
     specs = served_models(settings, registry)
     worker_id = f"{socket.gethostname()}-{os.getpid()}-emb-{uuid.uuid4().hex[:6]}"
+    # Actor threads (counting redeliveries) and the batchers may all hold a connection at once.
     client = redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(
-        settings.redis_url, max_connections=len(specs) * 2 + 8,
+        settings.redis_url, max_connections=settings.embeddings_worker_threads * len(specs) + 8,
         timeout=10.0, socket_timeout=5.0, socket_connect_timeout=5.0))
     publisher = EventPublisher(client)
 
@@ -73,7 +74,7 @@ def run_embeddings_worker(settings: Settings) -> None:
 
     broker = worker_broker(settings.broker_url)
     for batcher in batchers:
-        register_embeddings_actor(broker, batcher, settings)
+        register_embeddings_actor(broker, batcher, client, settings)
         broker.declare_queue(embeddings_queue(batcher.model), ensure=True)
         batcher.start()
     del broker.connection  # see inference_worker.main: no idle declaring connection

@@ -65,8 +65,12 @@ class FakePublisher:
         return PublishResult()
 
     def event_of(self, request_id):
-        [event] = [e for e in self.events if e.request_id == request_id]
-        return event
+        """The job's last event (DONE or ERROR), after checking that its events are numbered without gaps."""
+        events = [e for e in self.events if e.request_id == request_id]
+        assert [e.seq for e in events] == list(range(len(events)))
+        assert events[-1].kind in (EventKind.DONE, EventKind.ERROR)
+        assert all(e.kind == EventKind.STARTED for e in events[:-1])
+        return events[-1]
 
 
 @pytest.fixture
@@ -221,3 +225,25 @@ def test_the_batcher_ticks_while_idle(spec, make_batcher):
     batcher = make_batcher(FakeEncoder(spec))
     time.sleep(0.7)
     assert batcher.seconds_since_tick() < 0.7
+
+
+def test_a_started_job_is_announced_before_its_result(spec, publisher, make_batcher):
+    batcher = make_batcher(FakeEncoder(spec), batch_wait=0.0)
+    assert batcher.submit(job("r", [[1, 2]])).wait(10)
+    started, done = publisher.events
+    assert (started.kind, started.seq, started.worker_id) == (EventKind.STARTED, 0, "worker-1")
+    assert (done.kind, done.seq) == (EventKind.DONE, 1)
+
+
+def test_a_redelivered_job_numbers_its_events_as_a_new_attempt(spec, publisher, make_batcher):
+    batcher = make_batcher(FakeEncoder(spec), batch_wait=0.0)
+    assert batcher.submit(job("again", [[1]]), attempt=2).wait(10)
+    assert [(e.kind, e.seq, e.attempt) for e in publisher.events] == [(EventKind.STARTED, 0, 2),
+                                                                     (EventKind.DONE, 1, 2)]
+
+
+def test_refused_jobs_get_only_their_error(spec, publisher, make_batcher):
+    batcher = make_batcher(FakeEncoder(spec), batch_wait=0.0)
+    assert batcher.submit(job("wrong", [[]])).wait(10)
+    [error] = publisher.events
+    assert (error.kind, error.seq) == (EventKind.ERROR, 0)
