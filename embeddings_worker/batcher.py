@@ -158,34 +158,42 @@ class EmbeddingBatcher:
         for pending in admitted:
             pending.vectors = np.empty((len(pending.job.inputs), self.encoder.dimensions), dtype=np.float32)
             pending.remaining = len(pending.job.inputs)
-        work = sorted(((pending, index) for pending in admitted for index in range(len(pending.job.inputs))),
-                      key=lambda item: len(item[0].job.inputs[item[1]]))
+        # Identical inputs in a round are embedded once: less work, and bit-identical vectors.
+        uses: dict[tuple[int, ...], list[tuple[PendingJob, int]]] = {}
+        for pending in admitted:
+            for index, ids in enumerate(pending.job.inputs):
+                uses.setdefault(tuple(ids), []).append((pending, index))
+        work = sorted(uses.items(), key=lambda item: len(item[0]))
         for start in range(0, len(work), self.batch_size):
-            passed = [(p, i) for p, i in work[start:start + self.batch_size] if not p.failed]
+            passed = [(ids, users) for ids, users in work[start:start + self.batch_size]
+                      if any(not pending.failed for pending, _ in users)]
             if passed:
                 self._publish(self._forward(passed))
             self.last_tick = time.monotonic()
 
-    def _forward(self, passed: list[tuple[PendingJob, int]]) -> list[tuple[PendingJob, JobEvent]]:
-        """One forward pass; returns the events of the jobs it completed (or failed)."""
+    def _forward(self, passed: list[tuple[tuple[int, ...], list[tuple[PendingJob, int]]]]
+                 ) -> list[tuple[PendingJob, JobEvent]]:
+        """One forward pass over distinct inputs, each with the (job, input index) pairs that use it;
+        returns the events of the jobs it completed (or failed)."""
         started = time.monotonic()
         try:
-            vectors = self.encoder.encode([p.job.inputs[i] for p, i in passed])
+            vectors = self.encoder.encode([ids for ids, _ in passed])
         except Exception:  # noqa: BLE001 - a failed pass fails its jobs, not the worker
             log.exception("forward pass failed", extra={"model": self.model, "inputs": len(passed)})
-            failed = {id(p): p for p, _ in passed}.values()
-            for pending in failed:
-                pending.failed = True
+            failed = {id(p): p for _, users in passed for p, _ in users if not p.failed}.values()
             return [(p, self._error_event(p, ServerError("The embedding model failed on this request.")))
-                    for p in failed]
+                    for p in list(failed)]
         metrics.FORWARD_SECONDS.labels(self.model).observe(time.monotonic() - started)
         metrics.FORWARD_INPUTS.labels(self.model).observe(len(passed))
         completed = []
-        for row, (pending, index) in enumerate(passed):
-            pending.vectors[index] = vectors[row]
-            pending.remaining -= 1
-            if pending.remaining == 0:
-                completed.append((pending, self._result_event(pending)))
+        for row, (_, users) in enumerate(passed):
+            for pending, index in users:
+                if pending.failed:
+                    continue
+                pending.vectors[index] = vectors[row]
+                pending.remaining -= 1
+                if pending.remaining == 0:
+                    completed.append((pending, self._result_event(pending)))
         return completed
 
     def _admission_error(self, job: EmbeddingJob) -> Optional[LlamaGateError]:

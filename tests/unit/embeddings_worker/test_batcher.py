@@ -161,11 +161,14 @@ def test_a_lone_small_request_waits_only_the_gathering_time(spec, publisher, mak
     assert time.monotonic() - started < 2
 
 
-def test_identical_inputs_get_identical_vectors(spec, publisher, make_batcher):
-    batcher = make_batcher(FakeEncoder(spec))
-    submit_concurrently(batcher, [job("a", [[5, 6], [5, 6]]), job("b", [[5, 6]])])
-    a, b = vectors_of(publisher.event_of("a"), 2), vectors_of(publisher.event_of("b"), 1)
-    assert a[0] == a[1] == b[0]
+def test_identical_inputs_in_a_round_are_embedded_once(spec, publisher, make_batcher):
+    encoder = FakeEncoder(spec)
+    batcher = make_batcher(encoder, batch_wait=0.2)
+    submit_concurrently(batcher, [job("a", [[5, 6], [7], [5, 6]]), job("b", [[5, 6]])])
+    a, b = vectors_of(publisher.event_of("a"), 3), vectors_of(publisher.event_of("b"), 1)
+    assert a[0] == a[2] == b[0] == expected_vector([5, 6])
+    assert a[1] == expected_vector([7])
+    assert sorted(ids for call in encoder.calls for ids in call) == [(5, 6), (7,)]
 
 
 def test_a_failing_pass_fails_its_requests_and_the_batcher_goes_on(spec, publisher, make_batcher):
