@@ -14,7 +14,7 @@ from typing import Callable, Iterator, Optional
 
 import gevent.queue
 
-from broker.contracts import EventKind, GenerationJob, JobEvent
+from broker.contracts import EmbeddingJob, EventKind, GenerationJob, JobEvent
 from broker.event_router import TRANSPORT_LOST
 from broker.worker_directory import WorkerDirectory
 from shared.errors import (LlamaGateError, ModelUnavailableError, RequestTimeoutError, ServerError,
@@ -30,7 +30,7 @@ class ClientDisconnected(Exception):
 
 
 class JobStream:
-    def __init__(self, job: GenerationJob, events: gevent.queue.Queue, directory: WorkerDirectory,
+    def __init__(self, job: GenerationJob | EmbeddingJob, events: gevent.queue.Queue, directory: WorkerDirectory,
                  *, tick: float, worker_wait_timeout: float,
                  client_gone: Callable[[], bool] = lambda: False):
         self.job = job

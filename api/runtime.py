@@ -20,6 +20,7 @@ from api.rate_limits.limiter import RateLimiter
 from api.store.db import Database
 from broker.worker_directory import WorkerDirectory
 from shared.chat_tokenizer import ChatTokenizer
+from shared.embedding_tokenizer import EmbeddingTokenizer
 from shared.registry import ModelRegistry, ModelSpec
 from shared.settings import Settings
 from shared.tokenizer_cache import prepare_tokenizer
@@ -43,6 +44,7 @@ class Runtime:
         self.limiter = RateLimiter(self.redis, settings.rate_limit_window, settings.concurrency_lease)
         self._tokenizers: dict[str, ChatTokenizer] = {}  # by model id
         self._tokenizers_by_directory: dict[str, ChatTokenizer] = {}  # models may share one
+        self._embedding_tokenizers: dict[str, EmbeddingTokenizer] = {}  # by model id
         self._greenlets: list[gevent.Greenlet] = []
         self.started = False
 
@@ -93,6 +95,14 @@ class Runtime:
             tokenizer = self._tokenizers[spec.id] = self._tokenizers_by_directory[directory]
         return tokenizer
 
+    def embedding_tokenizer(self, spec: ModelSpec) -> EmbeddingTokenizer:
+        """An embedding model's tokenizer, loaded once per process."""
+        tokenizer = self._embedding_tokenizers.get(spec.id)
+        if tokenizer is None:
+            directory = prepare_tokenizer(spec.tokenizer, self.settings.cache_dir)
+            tokenizer = self._embedding_tokenizers[spec.id] = EmbeddingTokenizer.from_directory(directory)
+        return tokenizer
+
     def prepare_tokenizers(self) -> None:
         """Load every chat model's tokenizer now, so no request pays for it."""
         for spec in self.registry:
@@ -100,4 +110,9 @@ class Runtime:
                 try:
                     self.tokenizer(spec)
                 except (OSError, ValueError) as exc:
+                    log.warning("tokenizer unavailable", extra={"model": spec.id, "error": repr(exc)})
+            if spec.supports("embeddings"):
+                try:
+                    self.embedding_tokenizer(spec)
+                except Exception as exc:  # noqa: BLE001 - the tokenizers library raises plain Exception
                     log.warning("tokenizer unavailable", extra={"model": spec.id, "error": repr(exc)})

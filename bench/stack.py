@@ -48,6 +48,7 @@ class StackError(Exception):
 @dataclass
 class StackConfig:
     worker_models: tuple[str, ...]
+    worker_command: str = "worker"  # the `llamagate` subcommand of the workers ("embeddings-worker")
     rabbitmq: str = DEFAULT_RABBITMQ
     vhost: str = DEFAULT_VHOST
     redis_url: str = DEFAULT_REDIS_URL
@@ -241,7 +242,7 @@ class Stack:
         env["PROMETHEUS_MULTIPROC_DIR"] = str(self.log_dir / "prometheus")
         os.mkdir(env["PROMETHEUS_MULTIPROC_DIR"])
         for index in range(self.config.workers):
-            self.workers.append(self._spawn(f"worker-{index}", _llamagate_command("worker"), env))
+            self.workers.append(self._spawn(f"worker-{index}", _llamagate_command(self.config.worker_command), env))
         if start_web:
             self.web = self._spawn("web", _llamagate_command("web"), env)
             self.wait_ready()
@@ -391,7 +392,7 @@ def purge_queues(broker_url: str, models: tuple[str, ...]) -> None:
     import pika
     import pika.exceptions
 
-    from broker.naming import chat_queue
+    from broker.naming import chat_queue, embeddings_queue
 
     parameters = pika.URLParameters(broker_url)
     parameters.socket_timeout = parameters.blocked_connection_timeout = 5
@@ -400,8 +401,7 @@ def purge_queues(broker_url: str, models: tuple[str, ...]) -> None:
     except pika.exceptions.AMQPError as exc:
         raise StackError(f"cannot open RabbitMQ at {broker_url} (does the vhost exist?): {exc!r}") from None
     try:
-        for model in models:
-            base = chat_queue(model)
+        for base in [name(model) for model in models for name in (chat_queue, embeddings_queue)]:
             for queue in (base, f"{base}.DQ", f"{base}.XQ"):
                 channel = connection.channel()
                 try:

@@ -1,6 +1,7 @@
 """The wire contract between the API and the workers, defined once and imported by both sides.
 
-Jobs travel API -> worker through RabbitMQ (as the single argument of a dramatiq message).
+Jobs (chat completions and embeddings) travel API -> worker through RabbitMQ (as the single
+argument of a dramatiq message).
 Job events travel worker -> API through Redis pub/sub, on the channel of the web process that
 holds the client's connection. Both carry a version so that a rolling deploy can tell when the
 other side speaks a different contract instead of misreading it.
@@ -8,6 +9,9 @@ other side speaks a different contract instead of misreading it.
 
 from __future__ import annotations
 
+import base64
+import sys
+from array import array
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -71,11 +75,68 @@ class GenerationJob:
             raise ContractError(f"malformed job: {exc}") from exc
 
 
+@dataclass(frozen=True, slots=True)
+class EmbeddingJob:
+    """One embeddings request, as an embeddings worker receives it.
+
+    Inputs travel as token ids: the API tokenizes them anyway (to check their length and count
+    usage), so the worker runs exactly what was counted and charged.
+    """
+
+    request_id: str
+    model: str
+    inputs: tuple[tuple[int, ...], ...]
+    reply_to: str  # the Redis channel of the web process waiting for this job's result
+    dimensions: int | None = None  # shorten the vectors to this many (models that allow it)
+    enqueued_at: float = 0.0  # unix time
+    start_by: float = 0.0  # unix time after which no worker should start the job: its client gave up
+    deadline: float = 0.0  # unix time by which the result must have been sent
+    version: int = CONTRACT_VERSION
+
+    def to_payload(self) -> dict[str, Any]:
+        payload = asdict(self)
+        payload["inputs"] = [list(ids) for ids in self.inputs]
+        return payload
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> "EmbeddingJob":
+        if not isinstance(payload, dict):
+            raise ContractError(f"a job must be an object, not {type(payload).__name__}")
+        if payload.get("version") != CONTRACT_VERSION:
+            raise ContractError(f"job contract version {payload.get('version')!r} is not {CONTRACT_VERSION}")
+        try:
+            return cls(**{**payload, "inputs": tuple(tuple(ids) for ids in payload["inputs"])})
+        except (KeyError, TypeError) as exc:
+            raise ContractError(f"malformed job: {exc}") from exc
+
+
+def encode_vectors(raw: bytes) -> str:
+    """Embedding vectors on the wire: little-endian float32, row after row, in base64."""
+    return base64.b64encode(raw).decode("ascii")
+
+
+def decode_vectors(data: str, rows: int) -> list[bytes]:
+    """The little-endian float32 bytes of each of `rows` vectors sent with `encode_vectors`."""
+    raw = base64.b64decode(data)
+    if rows <= 0 or len(raw) % (4 * rows):
+        raise ContractError(f"{len(raw)} bytes of vectors cannot hold {rows} float32 rows")
+    width = len(raw) // rows
+    return [raw[i * width:(i + 1) * width] for i in range(rows)]
+
+
+def vector_floats(row: bytes) -> list[float]:
+    """One little-endian float32 vector as Python floats."""
+    values = array("f", row)
+    if sys.byteorder == "big":
+        values.byteswap()
+    return values.tolist()
+
+
 class EventKind:
     STARTED = "started"  # a worker admitted the job (carries worker_id)
     DELTA = "delta"  # generated text for one choice
     FINISH = "finish"  # one choice ended (carries finish_reason)
-    DONE = "done"  # the whole job ended (carries usage); always the last event
+    DONE = "done"  # the whole job ended (carries usage; for embeddings, the vectors); always the last event
     ERROR = "error"  # the job failed (carries an OpenAI error body); always the last event
 
 
@@ -98,6 +159,7 @@ class JobEvent:
     error: dict[str, Any] | None = None
     status: int | None = None
     worker_id: str | None = None
+    vectors: str | None = None  # an embeddings job's result, as `encode_vectors` writes it
 
     def to_wire(self) -> dict[str, Any]:
         wire: dict[str, Any] = {"r": self.request_id, "k": self.kind, "s": self.seq, "a": self.attempt}
@@ -117,6 +179,8 @@ class JobEvent:
             wire["c"] = self.status
         if self.worker_id is not None:
             wire["w"] = self.worker_id
+        if self.vectors is not None:
+            wire["x"] = self.vectors
         return wire
 
     @classmethod
@@ -124,7 +188,7 @@ class JobEvent:
         return cls(request_id=wire["r"], kind=wire["k"], seq=wire["s"], attempt=wire.get("a", 1),
                    index=wire.get("i", 0), text=wire.get("t", ""), tokens=wire.get("n", 0),
                    finish_reason=wire.get("f"), usage=wire.get("u"), error=wire.get("e"),
-                   status=wire.get("c"), worker_id=wire.get("w"))
+                   status=wire.get("c"), worker_id=wire.get("w"), vectors=wire.get("x"))
 
 
 def encode_event_batch(events: list[JobEvent]) -> bytes:

@@ -23,6 +23,15 @@ def chat_actor(model_id: str) -> str:
     return f"chat_completion__{_slug(model_id)}"
 
 
+def embeddings_queue(model_id: str) -> str:
+    """One RabbitMQ queue per embedding model, consumed by the embeddings workers serving it."""
+    return f"llamagate.embeddings.{_slug(model_id)}"
+
+
+def embeddings_actor(model_id: str) -> str:
+    return f"embeddings__{_slug(model_id)}"
+
+
 def events_channel(instance_id: str) -> str:
     """The pub/sub channel of one web process: events for all the requests it holds."""
     return f"llg:events:{instance_id}"

@@ -1,4 +1,5 @@
-"""The `llamagate` command: `web`, `worker`, `release`, `migrate`, and the account commands."""
+"""The `llamagate` command: `web`, `worker`, `embeddings-worker`, `release`, `migrate`, and the account
+commands."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ def main(argv: list[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("web", help="serve the HTTP API (gunicorn with gevent workers)")
     commands.add_parser("worker", help="run an inference worker for LLAMAGATE_WORKER_MODELS")
+    commands.add_parser("embeddings-worker", help="run an embeddings worker for LLAMAGATE_EMBEDDINGS_MODELS")
     commands.add_parser("release", help="migrate the database, check the registry, prepare tokenizers "
                                         "(the deploy step)")
     commands.add_parser("migrate", help="bring the database schema up to date")
@@ -28,6 +30,11 @@ def main(argv: list[str] | None = None) -> None:
         from shared.settings import Settings
 
         run_worker(Settings.from_env())
+    elif args.command == "embeddings-worker":
+        from embeddings_worker.main import run_embeddings_worker
+        from shared.settings import Settings
+
+        run_embeddings_worker(Settings.from_env())
     elif args.command == "release":
         release()
     elif args.command == "migrate":

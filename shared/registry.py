@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 CAPABILITIES = frozenset({"chat", "tools", "json", "vision", "embeddings", "reasoning"})
-ENGINES = frozenset({"transformers", "benchmark", "exllamav2"})
+ENGINES = frozenset({"transformers", "benchmark", "exllamav2", "sentence-transformers"})
 MICRO_DOLLARS_PER_DOLLAR = 1_000_000
 
 
@@ -57,6 +57,15 @@ class Pricing:
 
 
 @dataclass(frozen=True)
+class EmbeddingSpec:
+    """What an embedding model produces and accepts."""
+
+    dimensions: int  # length of its vectors
+    max_input_tokens: int  # per input, special tokens included
+    shortenable: bool = False  # whether vectors may be cut to fewer `dimensions` (Matryoshka-trained)
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     id: str
     engine: str
@@ -67,6 +76,7 @@ class ModelSpec:
     weights: WeightsSource
     tokenizer: WeightsSource
     pricing: Pricing
+    embedding: EmbeddingSpec | None = None  # set for models with the "embeddings" capability
 
     def supports(self, capability: str) -> bool:
         return capability in self.capabilities
@@ -122,12 +132,24 @@ def _parse_model(entry: dict[str, Any], path: Path) -> ModelSpec:
             else weights
         pricing = _parse_pricing(_require(entry, "pricing", dict, where), where)
         created = _require(entry, "created", int, where) if "created" in entry else 0
+        embedding = _parse_embedding(entry, context_length, where) if "embeddings" in capabilities else None
         return ModelSpec(id=model_id, engine=engine, owned_by=str(entry.get("owned_by", "llamagate")),
                          created=created, context_length=context_length,
                          capabilities=capabilities, weights=weights, tokenizer=tokenizer,
-                         pricing=pricing)
+                         pricing=pricing, embedding=embedding)
     except (KeyError, TypeError) as exc:
         raise RegistryError(f"{where}: {exc}") from exc
+
+
+def _parse_embedding(entry: dict[str, Any], context_length: int, where: str) -> EmbeddingSpec:
+    dimensions = _require(entry, "dimensions", int, where)
+    max_input_tokens = _require(entry, "max_input_tokens", int, where)
+    if dimensions <= 0 or not 0 < max_input_tokens <= context_length:
+        raise RegistryError(f"{where}: dimensions must be positive and max_input_tokens within context_length")
+    shortenable = entry.get("shortenable_dimensions", False)
+    if not isinstance(shortenable, bool):
+        raise RegistryError(f"{where}: field 'shortenable_dimensions' must be a bool")
+    return EmbeddingSpec(dimensions=dimensions, max_input_tokens=max_input_tokens, shortenable=shortenable)
 
 
 def _require(entry: dict[str, Any], key: str, kind: type, where: str) -> Any:

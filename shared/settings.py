@@ -85,6 +85,16 @@ class Settings:
     worker_metrics_port: int = _env("LLAMAGATE_WORKER_METRICS_PORT", default=9101)  # 0: off
     worker_metrics_addr: str = _env("LLAMAGATE_WORKER_METRICS_ADDR", default="127.0.0.1")
 
+    # Embeddings worker tier.
+    embeddings_models: tuple[str, ...] = _env("LLAMAGATE_EMBEDDINGS_MODELS", default=("all-minilm-l6-v2",))
+    embeddings_batch_size: int = _env("LLAMAGATE_EMBEDDINGS_BATCH_SIZE", default=64)  # inputs per forward pass
+    embeddings_batch_wait_ms: float = _env("LLAMAGATE_EMBEDDINGS_BATCH_WAIT_MS", default=5.0)
+    embeddings_worker_threads: int = _env("LLAMAGATE_EMBEDDINGS_WORKER_THREADS", default=128)
+    embeddings_metrics_port: int = _env("LLAMAGATE_EMBEDDINGS_METRICS_PORT", default=9102)  # 0: off
+    # One thread per worker process: measured faster than a team of threads on a busy machine
+    # (see README, Benchmarks); scale out with more worker processes. 0: one per core.
+    embeddings_torch_threads: int = _env("LLAMAGATE_EMBEDDINGS_TORCH_THREADS", default=1)
+
     # Logs.
     log_level: str = _env("LLAMAGATE_LOG_LEVEL", default="INFO")
     log_format: str = _env("LLAMAGATE_LOG_FORMAT", default="json")
@@ -128,6 +138,10 @@ class Settings:
             # Must stay below RabbitMQ's default consumer_timeout (30 min), or an unacked long job
             # would be redelivered in a loop.
             raise ValueError("LLAMAGATE_GENERATION_TIMEOUT + LLAMAGATE_QUEUE_TIMEOUT must stay under 29 minutes")
+        if self.embeddings_batch_size <= 0 or self.embeddings_worker_threads <= 0:
+            raise ValueError("LLAMAGATE_EMBEDDINGS_BATCH_SIZE and _WORKER_THREADS must be positive")
+        if self.embeddings_batch_wait_ms < 0:
+            raise ValueError("LLAMAGATE_EMBEDDINGS_BATCH_WAIT_MS must not be negative")
         if self.log_format not in ("json", "text"):
             raise ValueError("LLAMAGATE_LOG_FORMAT must be 'json' or 'text'")
 

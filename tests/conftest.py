@@ -99,6 +99,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.fixture
+def unused_port() -> int:
+    """A TCP port nothing listens on right now (for a process's metrics endpoint, say)."""
+    return free_port()
+
+
 POSTGRES_ADMIN_URL = os.environ.get("LLAMAGATE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
@@ -147,6 +153,7 @@ class Stack:
             "LLAMAGATE_CACHE_DIR": os.environ.get("LLAMAGATE_CACHE_DIR",
                                                   os.path.expanduser("~/.cache/llamagate")),
             "LLAMAGATE_WORKER_METRICS_PORT": "0",
+            "LLAMAGATE_EMBEDDINGS_METRICS_PORT": "0",
             "LLAMAGATE_LOG_FORMAT": "text",
             "PYTHONUNBUFFERED": "1",
             "PORT": str(self.port),
@@ -204,6 +211,10 @@ class Stack:
     def start_worker(self, models: str, **env: str) -> subprocess.Popen:
         return self._spawn("worker", [sys.executable, "-m", "shared.cli", "worker"],
                            {**self.env, "LLAMAGATE_WORKER_MODELS": models, **env})
+
+    def start_embeddings_worker(self, models: str, **env: str) -> subprocess.Popen:
+        return self._spawn("embeddings", [sys.executable, "-m", "shared.cli", "embeddings-worker"],
+                           {**self.env, "LLAMAGATE_EMBEDDINGS_MODELS": models, **env})
 
     def wait_ready(self, model: str, timeout: float = 180.0, workers: int = 1) -> None:
         """Until /readyz is green and at least `workers` live workers serve `model`."""
@@ -320,15 +331,16 @@ def make_openai_client():
 
 @pytest.fixture
 def purge_queue(broker_url):
-    """Empties a model's queue (and its dramatiq delay/dead-letter queues) in the test vhost."""
+    """Empties a model's queues (chat or embeddings, and dramatiq's delay/dead-letter queues) in the test vhost."""
     import pika
 
-    from broker.naming import chat_queue
+    from broker.naming import chat_queue, embeddings_queue
 
     def purge(model_id: str) -> None:
         connection = pika.BlockingConnection(pika.URLParameters(broker_url))
         try:
-            for name in (chat_queue(model_id), f"{chat_queue(model_id)}.DQ", f"{chat_queue(model_id)}.XQ"):
+            for name in [f"{base}{suffix}" for base in (chat_queue(model_id), embeddings_queue(model_id))
+                         for suffix in ("", ".DQ", ".XQ")]:
                 channel = connection.channel()
                 try:
                     channel.queue_purge(name)

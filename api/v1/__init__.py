@@ -40,4 +40,4 @@ def meter_request(spec: ModelSpec, endpoint: str) -> MeteredRequest:
     return g.meter
 
 
-from api.v1 import chat, models  # noqa: E402,F401  (routes register themselves on the blueprint)
+from api.v1 import chat, embeddings, models  # noqa: E402,F401  (routes register themselves on the blueprint)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
+EMBEDDING_MODEL = "all-minilm-l6-v2"
 
 
 @pytest.fixture(scope="session")
@@ -24,3 +25,11 @@ def e2e_stack(stack_factory):
 @pytest.fixture(scope="session")
 def client(e2e_stack, make_openai_client):
     return make_openai_client(e2e_stack, timeout=120, max_retries=0)
+
+
+@pytest.fixture(scope="session")
+def embeddings_stack(e2e_stack):
+    """The same stack with an embeddings worker for the default embedding model, added on first use."""
+    e2e_stack.start_embeddings_worker(EMBEDDING_MODEL)
+    e2e_stack.wait_ready(EMBEDDING_MODEL, timeout=240)
+    return e2e_stack
