@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 CAPABILITIES = frozenset({"chat", "tools", "json", "vision", "embeddings", "reasoning"})
-ENGINES = frozenset({"transformers", "benchmark", "exllamav2"})
+ENGINES = frozenset({"llamacpp", "transformers", "benchmark", "exllamav2"})
 MICRO_DOLLARS_PER_DOLLAR = 1_000_000
 
 

@@ -38,6 +38,11 @@ class Settings:
     max_batch_size: int = _env("LLAMAGATE_MAX_BATCH_SIZE", default=16)
     max_choices: int = _env("LLAMAGATE_MAX_CHOICES", default=0)  # 0: min(8, max_batch_size)
     torch_threads: int = _env("LLAMAGATE_TORCH_THREADS", default=0)  # 0: one per core
+    llamacpp_threads: int = _env("LLAMAGATE_LLAMACPP_THREADS", default=0)  # 0: one per core
+    # KV cache cells the llama.cpp engine shares among its running requests (each holds its prompt
+    # plus n * max_tokens while it runs; a request that does not fit waits). 32768 cells of
+    # SmolLM2-135M take about 0.75 GB; never fewer than the model's context length.
+    llamacpp_kv_tokens: int = _env("LLAMAGATE_LLAMACPP_KV_TOKENS", default=32768)
     benchmark_step_ms: float = _env("LLAMAGATE_BENCHMARK_STEP_MS", default=0.0)
 
     # Timeouts, in seconds.
@@ -89,7 +94,7 @@ class Settings:
         """Reject values that would make the service misbehave rather than fail loudly later."""
         positive = ("default_max_tokens", "max_batch_size", "max_choices", "enqueue_timeout",
                     "queue_timeout", "generation_timeout", "heartbeat_interval", "heartbeat_ttl",
-                    "stall_timeout", "keepalive_interval", "max_body_bytes")
+                    "stall_timeout", "keepalive_interval", "max_body_bytes", "llamacpp_kv_tokens")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"setting {name} must be positive, got {getattr(self, name)!r}")
