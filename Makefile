@@ -9,6 +9,8 @@ INSTALLED := $(VENV)/.installed
 $(INSTALLED): setup.cfg pyproject.toml
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	@echo "installing LlamaGate and its dependencies into $(VENV) (the first time takes several minutes)"
+	@echo "the first install compiles llama.cpp from source for llama-cpp-python (several minutes on 2 cores);"
+	@echo "pip keeps the built wheel in its cache, so later installs are fast"
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(VENV)/bin/python -m pip install --quiet -e '.[test]'
 	@touch $@

@@ -38,6 +38,11 @@ class Settings:
     max_batch_size: int = _env("LLAMAGATE_MAX_BATCH_SIZE", default=16)
     max_choices: int = _env("LLAMAGATE_MAX_CHOICES", default=0)  # 0: min(8, max_batch_size)
     torch_threads: int = _env("LLAMAGATE_TORCH_THREADS", default=0)  # 0: one per core
+    llamacpp_threads: int = _env("LLAMAGATE_LLAMACPP_THREADS", default=0)  # 0: one per core
+    # KV cache cells the llama.cpp engine shares among its running requests (each holds its prompt
+    # plus n * max_tokens while it runs; a request that does not fit waits). 32768 cells of
+    # SmolLM2-135M take about 0.75 GB; never fewer than the model's context length.
+    llamacpp_kv_tokens: int = _env("LLAMAGATE_LLAMACPP_KV_TOKENS", default=32768)
     benchmark_step_ms: float = _env("LLAMAGATE_BENCHMARK_STEP_MS", default=0.0)
 
     # Timeouts, in seconds.
@@ -125,7 +130,8 @@ class Settings:
                     "queue_timeout", "generation_timeout", "heartbeat_interval", "heartbeat_ttl",
                     "stall_timeout", "keepalive_interval", "max_body_bytes", "database_pool_size",
                     "reservation_sweep_interval", "demo_max_tokens", "rate_limit_requests",
-                    "rate_limit_tokens", "rate_limit_concurrency", "rate_limit_window", "concurrency_lease")
+                    "rate_limit_tokens", "rate_limit_concurrency", "rate_limit_window", "concurrency_lease",
+                    "llamacpp_kv_tokens")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"setting {name} must be positive, got {getattr(self, name)!r}")

@@ -11,6 +11,9 @@ from inference_worker.engines.base import Engine
 
 def create_engine(spec: ModelSpec, settings: Settings, tokenizer: ChatTokenizer) -> Engine:
     """The engine the registry names for `spec`; heavy libraries are imported only when chosen."""
+    if spec.engine == "llamacpp":
+        from inference_worker.engines.llamacpp import LlamaCppEngine
+        return LlamaCppEngine(spec, settings, tokenizer)
     if spec.engine == "transformers":
         from inference_worker.engines.transformers_cpu import TransformersEngine
         return TransformersEngine(spec, settings, tokenizer)

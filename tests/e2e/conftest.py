@@ -1,4 +1,5 @@
-"""The end-to-end stack: gunicorn (gevent, 2 processes), one worker with the real default model."""
+"""The end-to-end stack: gunicorn (gevent, 2 processes), one worker with the real default model on
+both CPU engines (llama.cpp, the default, and transformers under a model id of its own)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import pytest
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 EMBEDDING_MODEL = "all-minilm-l6-v2"
+# The same weights on each CPU engine; the backbone tests run against both.
+ENGINE_MODELS = {"llamacpp": DEFAULT_MODEL, "transformers": "smollm2-135m-instruct-transformers"}
 
 
 @pytest.fixture(scope="session")
@@ -13,12 +16,19 @@ def model_id() -> str:
     return DEFAULT_MODEL
 
 
+@pytest.fixture(scope="module", params=sorted(ENGINE_MODELS))
+def engine_model_id(request) -> str:
+    """The default model on each CPU engine in turn (tests using it run once per engine)."""
+    return ENGINE_MODELS[request.param]
+
+
 @pytest.fixture(scope="session")
 def e2e_stack(stack_factory):
     stack = stack_factory(LLAMAGATE_MAX_BATCH_SIZE="8", LLAMAGATE_MAX_BODY_BYTES="1000000")
-    stack.start_worker(DEFAULT_MODEL)
+    stack.start_worker(",".join(ENGINE_MODELS.values()))
     stack.start_web(workers=2)
-    stack.wait_ready(DEFAULT_MODEL, timeout=240)
+    for model in ENGINE_MODELS.values():
+        stack.wait_ready(model, timeout=240)
     return stack
 
 

@@ -10,7 +10,16 @@ import pytest
 
 pytestmark = pytest.mark.e2e
 
-FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
+
+@pytest.fixture(scope="module")
+def model_id(engine_model_id) -> str:
+    """Every test here runs once per CPU engine, against the same weights."""
+    return engine_model_id
+
+
+# "Answer in one sentence.": the bare question is a near-tie between "The" and "L" on the Q4_1
+# weights under llama.cpp's arithmetic (it answers "L'Étoile, …" alone); both engines answer this one.
+FRANCE = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
 
 
 def test_capital_of_france_at_temperature_zero(client, model_id):
@@ -161,6 +170,7 @@ def test_concurrent_answers_stay_correct(client, model_id):
 
 
 def test_cancelled_streams_free_the_worker(client, model_id, e2e_stack, wait_until):
+    cancellations_before = e2e_stack.logs(tail=10**6).count("job cancelled by its client")
     long_request = dict(model=model_id, max_tokens=2000, temperature=0.8, stream=True,
                         messages=[{"role": "user", "content": "Write a very long story about a dragon."}])
     # Fill every batch slot of the worker (batch size 8) with long streams, then walk away from them.
@@ -180,7 +190,8 @@ def test_cancelled_streams_free_the_worker(client, model_id, e2e_stack, wait_unt
 
     # Without cancellation the new request would wait for ~2000 more tokens in every slot (minutes).
     assert waited < 10, f"a new request waited {waited:.1f}s after the streams were cancelled"
-    wait_until(lambda: e2e_stack.logs(tail=400).count("job cancelled by its client") >= 8, timeout=10,
+    wait_until(lambda: e2e_stack.logs(tail=10**6).count("job cancelled by its client") >= cancellations_before + 8,
+               timeout=10,
                message="the worker logged all 8 cancellations")
 
 

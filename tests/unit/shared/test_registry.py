@@ -72,7 +72,9 @@ def test_models_are_found_by_id_in_file_order(write_registry):
 
 
 def test_the_shipped_registry_loads(registry, default_spec):
-    assert default_spec.engine == "transformers"
+    assert default_spec.engine == "llamacpp"
+    torch_twin = registry.get("smollm2-135m-instruct-transformers")
+    assert torch_twin.engine == "transformers" and torch_twin.weights == default_spec.weights
     assert default_spec.supports("chat")
     assert default_spec.pricing == Pricing(input_per_million=20_000, output_per_million=40_000)
     assert all(spec.weights.resolve().exists() for spec in registry)

@@ -24,11 +24,13 @@ MAX_STEPS = 200  # a guard: no test here needs more engine steps than this
 
 
 @pytest.fixture(scope="module")
-def engine(default_spec, chat_tokenizer) -> TransformersEngine:
+def engine(registry, chat_tokenizer) -> TransformersEngine:
     # Loading dequantizes the GGUF weights: tens of seconds, so once per module. One torch thread:
     # a tiny model gains little from more, and oversubscribed cores (a worker running beside the
     # tests) made steps several times slower.
-    engine = TransformersEngine(default_spec, Settings.from_env({}, torch_threads=1), chat_tokenizer)
+    spec = registry.get("smollm2-135m-instruct-transformers")
+    assert spec is not None and spec.engine == "transformers"
+    engine = TransformersEngine(spec, Settings.from_env({}, torch_threads=1), chat_tokenizer)
     engine.load()
     return engine
 
