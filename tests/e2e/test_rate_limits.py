@@ -24,7 +24,7 @@ WINDOW = 6  # seconds
 @pytest.fixture(scope="module")
 def stack(stack_factory):
     stack = stack_factory(LLAMAGATE_RATE_LIMIT_WINDOW=str(WINDOW), LLAMAGATE_BENCHMARK_STEP_MS="20",
-                          LLAMAGATE_MAX_BATCH_SIZE="64")
+                          LLAMAGATE_MAX_BATCH_SIZE="64", LLAMAGATE_ENQUEUE_TIMEOUT="10")
     stack.start_worker(MODEL)
     stack.start_web(workers=2)
     stack.wait_ready(MODEL, timeout=120)
@@ -50,9 +50,12 @@ def test_exactly_the_request_limit_is_admitted_when_many_arrive_at_once(stack):
         thread.start()
     for thread in threads:
         thread.join()
-    admitted = [r for r in responses if r.status_code == 200]
-    refused = [r for r in responses if r.status_code != 200]
-    assert len(admitted) == 60 and [r.status_code for r in refused] == [429]
+    assert len(responses) == 61
+    # Admitted by the limiter: everything but the 429 (on an overloaded machine an admitted request
+    # may still fail later, say at the queue; that is not what this test is about).
+    admitted = [r for r in responses if r.status_code != 429]
+    refused = [r for r in responses if r.status_code == 429]
+    assert len(admitted) == 60 and len(refused) == 1, [r.text for r in responses if r.status_code != 200]
     # Each admission saw its own count, across both web processes: no two got the same slot.
     assert sorted(int(r.headers["X-RateLimit-Remaining"]) for r in admitted) == list(range(60))
     error = refused[0].json()["error"]
