@@ -207,12 +207,17 @@ def assert_stopped_early(events: list[JobEvent]) -> None:
     assert len([e for e in events if e.kind == EventKind.DELTA]) < ENDLESS
 
 
-def test_cancel_stops_a_running_job(worker):
-    def cancel_at_third_delta(events):
-        if len([e for e in worker.publisher.events("req-1") if e.kind == EventKind.DELTA]) >= 3:
-            worker.publisher.cancelled.add("req-1")
+def cancel_at_third_delta(worker, request_id: str = "req-1") -> None:
+    """Make the client of `request_id` cancel once three of its deltas have been published."""
+    def on_publish(events):
+        if len([e for e in worker.publisher.events(request_id) if e.kind == EventKind.DELTA]) >= 3:
+            worker.publisher.cancelled.add(request_id)
 
-    worker.publisher.on_publish = cancel_at_third_delta
+    worker.publisher.on_publish = on_publish
+
+
+def test_cancel_stops_a_running_job(worker):
+    cancel_at_third_delta(worker)
     events = worker.run(make_job(max_tokens=ENDLESS))
     assert_stopped_early(events)
     assert len([e for e in events if e.kind == EventKind.DELTA]) >= 3
@@ -227,11 +232,7 @@ def wait_for_final_usage(worker, request_id: str) -> dict[str, int]:
 
 
 def test_a_cancelled_job_reports_what_it_generated(worker):
-    def cancel_at_third_delta(events):
-        if len([e for e in worker.publisher.events("req-1") if e.kind == EventKind.DELTA]) >= 3:
-            worker.publisher.cancelled.add("req-1")
-
-    worker.publisher.on_publish = cancel_at_third_delta
+    cancel_at_third_delta(worker)
     events = worker.run(make_job(max_tokens=ENDLESS))
     usage = wait_for_final_usage(worker, "req-1")
     generated = sum(e.tokens for e in events if e.kind == EventKind.DELTA)
