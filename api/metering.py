@@ -60,7 +60,7 @@ class MeteredRequest:
     def admit(self, prompt_tokens: int, max_completion_tokens: int, lifetime: float) -> None:
         """Take the rate limits (429), then reserve the worst-case cost (402)."""
         self.prompt_tokens = prompt_tokens
-        self.lease = self.runtime.limiter.admit(self.identity.key_id, self.request_id,
+        self.lease = self.runtime.limiter.admit(self.identity.fingerprint, self.request_id,
                                                 prompt_tokens + max_completion_tokens,
                                                 limits_for(self.identity, self.runtime.settings))
         amount = self.spec.pricing.cost_micros(prompt_tokens, max_completion_tokens)

@@ -45,10 +45,10 @@ def main() -> None:
     pool = redis.ConnectionPool.from_url(args.redis_url, connection_class=CountingConnection)
     client = redis.Redis(connection_pool=pool)
     limiter = RateLimiter(client, window_seconds=60, lease_seconds=30)
-    key_id = uuid.uuid4().int % 10**9
+    key = uuid.uuid4().hex
     for _ in range(200):  # warm up: scripts loaded, connection open
-        limiter.admit(key_id, uuid.uuid4().hex, 100, LIMITS).finish(80)
-    client.delete(*redis_keys(key_id))
+        limiter.admit(key, uuid.uuid4().hex, 100, LIMITS).finish(80)
+    client.delete(*redis_keys(key))
 
     # The window holds up to `requests` entries per key: measure with the log as full as the
     # default limit allows (60 requests), the realistic case; --full-window keeps every entry.
@@ -56,9 +56,9 @@ def main() -> None:
     CountingConnection.round_trips = 0
     for index in range(args.requests):
         if index % 60 == 0 and not args.full_window:
-            client.delete(*redis_keys(key_id))
+            client.delete(*redis_keys(key))
         started = time.perf_counter()
-        limiter.admit(key_id, uuid.uuid4().hex, 100, LIMITS).finish(80)  # as a request that ends
+        limiter.admit(key, uuid.uuid4().hex, 100, LIMITS).finish(80)  # as a request that ends
         per_request_us.append((time.perf_counter() - started) * 1e6)
     resets = 0 if args.full_window else -(-args.requests // 60)
     trips = (CountingConnection.round_trips - resets) / args.requests

@@ -43,6 +43,7 @@ class KeyIdentity:
     rate_limit_requests: Optional[int] = None
     rate_limit_tokens: Optional[int] = None
     rate_limit_concurrency: Optional[int] = None
+    fingerprint: str = ""  # a prefix of the key's hash: names its rate-limit state in Redis
 
 
 @dataclass(frozen=True)
@@ -120,12 +121,12 @@ def lookup_key(db: Database, cache: Optional[redis.Redis], secret: str) -> Optio
         return None
     if cached is not None:
         data = json.loads(cached)
-        return KeyIdentity(data["k"], data["u"], *data.get("l", ()))
+        return KeyIdentity(data["k"], data["u"], *data.get("l", ()), fingerprint=key_hash[:32])
     with db.transaction() as session:
         row = session.execute(select(ApiKey.id, ApiKey.user_id, ApiKey.rate_limit_requests, ApiKey.rate_limit_tokens,
                                      ApiKey.rate_limit_concurrency).where(
             ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))).first()
-    identity = KeyIdentity(*row) if row else None
+    identity = KeyIdentity(*row, fingerprint=key_hash[:32]) if row else None
     value = json.dumps({"k": identity.key_id, "u": identity.user_id, "l": [
         identity.rate_limit_requests, identity.rate_limit_tokens, identity.rate_limit_concurrency]}) \
         if identity else _UNKNOWN

@@ -41,9 +41,10 @@ class LimitState:
     reset_tokens_ms: int  # until the tokens budget is whole again
 
 
-def redis_keys(key_id: int) -> list[str]:
-    """The requests log, the tokens log, the concurrency leases and the tokens total of a key."""
-    tag = f"{{{key_id}}}"  # one hash slot per key, should Redis ever be a cluster
+def redis_keys(key: str) -> list[str]:
+    """The requests log, the tokens log, the concurrency leases and the tokens total of an API key
+    (named by its fingerprint, unique even across deployments that share one Redis)."""
+    tag = f"{{{key}}}"  # one hash slot per key, should Redis ever be a cluster
     return [f"llg:rl:{tag}:requests", f"llg:rl:{tag}:tokens", f"llg:rl:{tag}:running", f"llg:rl:{tag}:tokens-total"]
 
 
@@ -55,9 +56,9 @@ def _script(name: str, shared: bool = False) -> str:
 class Lease:
     """One admitted request's hold on its key's budgets."""
 
-    def __init__(self, limiter: "RateLimiter", key_id: int, request_id: str, tokens: int, state: LimitState):
+    def __init__(self, limiter: "RateLimiter", key: str, request_id: str, tokens: int, state: LimitState):
         self.limiter = limiter
-        self.key_id = key_id
+        self.key = key
         self.request_id = request_id
         self.tokens = tokens
         self.state = state
@@ -97,12 +98,12 @@ class RateLimiter:
         self._renew = client.register_script(_script("renew.lua"))
         self.running: dict[str, Lease] = {}  # this process's leases, renewed until released
 
-    def admit(self, key_id: int, request_id: str, tokens: int, limits: Limits) -> Lease:
+    def admit(self, key: str, request_id: str, tokens: int, limits: Limits) -> Lease:
         """Take a request and its estimated tokens from the key's budgets, or raise RateLimitError
         (429, with Retry-After) naming the limit. Fails closed: 503 while Redis is unreachable."""
         try:
             verdict, requests_left, tokens_left, reset_requests, reset_tokens, retry_ms, running = self._admit(
-                keys=redis_keys(key_id), args=[self.window_ms, limits.requests, limits.tokens, limits.concurrency,
+                keys=redis_keys(key), args=[self.window_ms, limits.requests, limits.tokens, limits.concurrency,
                                           request_id, tokens, self.lease_ms])
         except redis.RedisError as exc:
             log.error("rate limiter unavailable; refusing the request", extra={"error": repr(exc)})
@@ -111,14 +112,14 @@ class RateLimiter:
         state = LimitState(limits, int(requests_left), int(tokens_left), int(reset_requests), int(reset_tokens))
         if verdict != "ok":
             raise refusal(verdict, state, tokens, int(retry_ms), int(running))
-        lease = Lease(self, key_id, request_id, tokens, state)
+        lease = Lease(self, key, request_id, tokens, state)
         self.running[request_id] = lease
         return lease
 
-    def peek(self, key_id: int, limits: Limits) -> Optional[LimitState]:
+    def peek(self, key: str, limits: Limits) -> Optional[LimitState]:
         """The key's budgets without taking anything; None if Redis cannot say."""
         try:
-            requests, tokens, reset_requests, reset_tokens = self._peek(keys=redis_keys(key_id), args=[self.window_ms])
+            requests, tokens, reset_requests, reset_tokens = self._peek(keys=redis_keys(key), args=[self.window_ms])
         except redis.RedisError:
             return None
         return LimitState(limits, max(0, limits.requests - int(requests)), max(0, limits.tokens - int(tokens)),
@@ -127,7 +128,7 @@ class RateLimiter:
     def release(self, lease: Lease) -> None:
         self.running.pop(lease.request_id, None)
         try:
-            self.client.zrem(redis_keys(lease.key_id)[2], lease.request_id)
+            self.client.zrem(redis_keys(lease.key)[2], lease.request_id)
         except redis.RedisError as exc:
             log.warning("could not release a concurrency lease; it expires by itself",
                         extra={"error": repr(exc), "lease_seconds": self.lease_ms / 1000})
@@ -136,13 +137,13 @@ class RateLimiter:
         if actual_tokens == lease.tokens:
             return
         try:
-            self._correct(keys=redis_keys(lease.key_id), args=[lease.request_id, lease.tokens, max(0, actual_tokens)])
+            self._correct(keys=redis_keys(lease.key), args=[lease.request_id, lease.tokens, max(0, actual_tokens)])
         except redis.RedisError as exc:
             log.warning("could not correct a token estimate", extra={"error": repr(exc)})
 
     def finish(self, lease: Lease, actual_tokens: int) -> None:
         self.running.pop(lease.request_id, None)
-        keys = redis_keys(lease.key_id)
+        keys = redis_keys(lease.key)
         correction = [lease.request_id, lease.tokens, max(0, actual_tokens)]
         try:
             # EVALSHA, not the Script object: a pipeline would spend a round trip on SCRIPT EXISTS.
@@ -162,7 +163,7 @@ class RateLimiter:
         if not leases:
             return 0
         try:
-            return int(self._renew(keys=[redis_keys(lease.key_id)[2] for lease in leases],
+            return int(self._renew(keys=[redis_keys(lease.key)[2] for lease in leases],
                                    args=[self.lease_ms, *(lease.request_id for lease in leases)]))
         except redis.RedisError as exc:
             log.warning("could not renew concurrency leases", extra={"error": repr(exc)})

@@ -26,7 +26,7 @@ def add_rate_limit_headers(response: Response) -> Response:
     if meter is not None and meter.lease is not None:
         state = meter.lease.state
     else:  # not admitted (GET /v1/models, a refused body, a 429): report without taking anything
-        state = runtime.limiter.peek(identity.key_id, limits_for(identity, runtime.settings))
+        state = runtime.limiter.peek(identity.fingerprint, limits_for(identity, runtime.settings))
     if state is not None:
         for name, value in rate_limit_headers(state).items():
             response.headers.setdefault(name, value)

@@ -48,6 +48,9 @@ def test_keys_are_stored_only_as_hashes(store, redis_client):
     assert created.secret.startswith(row.prefix) and len(row.prefix) < 16
     identity = api_keys.lookup_key(store, redis_client, created.secret)
     assert (identity.user_id, identity.key_id) == (user.id, created.record.id)
+    # Rate limits live under a fingerprint of the key, the same whether the lookup hit the cache.
+    assert identity.fingerprint == api_keys.hash_secret(created.secret)[:32]
+    assert api_keys.lookup_key(store, redis_client, created.secret) == identity
 
 
 def test_revocation_takes_effect_at_once_despite_the_cache(store, redis_client):

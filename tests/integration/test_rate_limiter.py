@@ -21,97 +21,97 @@ def limiter(redis_client):
 
 
 @pytest.fixture
-def key_id() -> int:
-    return uuid.uuid4().int % 10**9  # a key nobody else uses
+def key() -> str:
+    return uuid.uuid4().hex  # a key nobody else uses
 
 
-def admit(limiter, key_id, tokens=10, limits=LIMITS, release=True):
-    lease = limiter.admit(key_id, uuid.uuid4().hex, tokens, limits)
+def admit(limiter, key, tokens=10, limits=LIMITS, release=True):
+    lease = limiter.admit(key, uuid.uuid4().hex, tokens, limits)
     if release:
         lease.release()
     return lease
 
 
-def refused(limiter, key_id, tokens=10, limits=LIMITS) -> RateLimitError:
+def refused(limiter, key, tokens=10, limits=LIMITS) -> RateLimitError:
     with pytest.raises(RateLimitError) as caught:
-        limiter.admit(key_id, uuid.uuid4().hex, tokens, limits)
+        limiter.admit(key, uuid.uuid4().hex, tokens, limits)
     return caught.value
 
 
-def test_requests_are_counted_in_a_sliding_window(limiter, key_id):
-    states = [admit(limiter, key_id).state for _ in range(5)]
+def test_requests_are_counted_in_a_sliding_window(limiter, key):
+    states = [admit(limiter, key).state for _ in range(5)]
     assert [s.remaining_requests for s in states] == [4, 3, 2, 1, 0]
-    error = refused(limiter, key_id)
+    error = refused(limiter, key)
     assert (error.status, error.type, error.code) == (429, "requests", "rate_limit_exceeded")
     assert 1000 <= int(error.headers["retry-after-ms"]) <= 2000
     assert error.headers["retry-after"] == "2"
     time.sleep(int(error.headers["retry-after-ms"]) / 1000 + 0.05)
-    assert admit(limiter, key_id).state.remaining_requests == 4  # the window has moved on
+    assert admit(limiter, key).state.remaining_requests == 4  # the window has moved on
 
 
-def test_tokens_are_limited_and_the_wait_is_until_enough_leave(limiter, key_id):
-    admit(limiter, key_id, tokens=600)
-    error = refused(limiter, key_id, tokens=500)
+def test_tokens_are_limited_and_the_wait_is_until_enough_leave(limiter, key):
+    admit(limiter, key, tokens=600)
+    error = refused(limiter, key, tokens=500)
     assert error.type == "tokens" and "400 remain" in error.message
     assert 1000 <= int(error.headers["retry-after-ms"]) <= 2000
-    assert admit(limiter, key_id, tokens=400).state.remaining_tokens == 0
+    assert admit(limiter, key, tokens=400).state.remaining_tokens == 0
 
 
-def test_a_request_that_can_never_fit_says_so_and_must_not_be_retried(limiter, key_id):
-    error = refused(limiter, key_id, tokens=1001)
+def test_a_request_that_can_never_fit_says_so_and_must_not_be_retried(limiter, key):
+    error = refused(limiter, key, tokens=1001)
     assert error.type == "tokens" and error.headers["x-should-retry"] == "false"
     assert "retry-after" not in error.headers
-    assert admit(limiter, key_id).state.remaining_requests == 4  # it took nothing
+    assert admit(limiter, key).state.remaining_requests == 4  # it took nothing
 
 
-def test_the_real_usage_replaces_the_estimate(limiter, key_id):
-    lease = admit(limiter, key_id, tokens=900)
-    refused(limiter, key_id, tokens=200)
+def test_the_real_usage_replaces_the_estimate(limiter, key):
+    lease = admit(limiter, key, tokens=900)
+    refused(limiter, key, tokens=200)
     lease.correct(50)
-    assert admit(limiter, key_id, tokens=200).state.remaining_tokens == 1000 - 50 - 200
+    assert admit(limiter, key, tokens=200).state.remaining_tokens == 1000 - 50 - 200
 
 
-def test_concurrency_is_a_lease_per_request(limiter, key_id):
-    leases = [admit(limiter, key_id, release=False) for _ in range(3)]
-    error = refused(limiter, key_id)
+def test_concurrency_is_a_lease_per_request(limiter, key):
+    leases = [admit(limiter, key, release=False) for _ in range(3)]
+    error = refused(limiter, key)
     assert error.type == "concurrency" and error.headers["retry-after-ms"] == "1000"
     leases[0].release()
     leases[0].release()  # idempotent: frees one slot, not two
-    admit(limiter, key_id, release=False)
-    refused(limiter, key_id)
+    admit(limiter, key, release=False)
+    refused(limiter, key)
 
 
-def test_a_refusal_takes_nothing_from_the_other_budgets(limiter, key_id):
+def test_a_refusal_takes_nothing_from_the_other_budgets(limiter, key):
     for _ in range(3):
-        admit(limiter, key_id, release=False)
+        admit(limiter, key, release=False)
     for _ in range(10):
-        assert refused(limiter, key_id, tokens=100).type == "concurrency"
-    state = limiter.peek(key_id, LIMITS)
+        assert refused(limiter, key, tokens=100).type == "concurrency"
+    state = limiter.peek(key, LIMITS)
     assert (state.remaining_requests, state.remaining_tokens) == (2, 970)
 
 
-def test_leases_of_a_dead_process_expire(redis_client, key_id):
+def test_leases_of_a_dead_process_expire(redis_client, key):
     short = RateLimiter(redis_client, window_seconds=60, lease_seconds=0.3)
     for _ in range(3):
-        short.admit(key_id, uuid.uuid4().hex, 1, LIMITS)  # never released: the process "died"
+        short.admit(key, uuid.uuid4().hex, 1, LIMITS)  # never released: the process "died"
     with pytest.raises(RateLimitError):
-        short.admit(key_id, uuid.uuid4().hex, 1, LIMITS)
+        short.admit(key, uuid.uuid4().hex, 1, LIMITS)
     time.sleep(0.4)
-    short.admit(key_id, uuid.uuid4().hex, 1, LIMITS)
+    short.admit(key, uuid.uuid4().hex, 1, LIMITS)
 
 
-def test_renewed_leases_outlive_their_first_term(redis_client, key_id):
+def test_renewed_leases_outlive_their_first_term(redis_client, key):
     short = RateLimiter(redis_client, window_seconds=60, lease_seconds=0.5)
     for _ in range(3):
-        short.admit(key_id, uuid.uuid4().hex, 1, LIMITS)
+        short.admit(key, uuid.uuid4().hex, 1, LIMITS)
     for _ in range(4):
         time.sleep(0.2)
         assert short.renew_running() == 3
     with pytest.raises(RateLimitError):
-        short.admit(key_id, uuid.uuid4().hex, 1, LIMITS)
+        short.admit(key, uuid.uuid4().hex, 1, LIMITS)
 
 
-def test_no_overshoot_when_many_requests_race(redis_url, key_id):
+def test_no_overshoot_when_many_requests_race(redis_url, key):
     limits = Limits(requests=25, tokens=10**6, concurrency=100)
     admitted, refusals = [], []
 
@@ -119,7 +119,7 @@ def test_no_overshoot_when_many_requests_race(redis_url, key_id):
         own = RateLimiter(redis.Redis.from_url(redis_url), window_seconds=60, lease_seconds=30)
         for _ in range(10):
             try:
-                admitted.append(own.admit(key_id, uuid.uuid4().hex, 1, limits))
+                admitted.append(own.admit(key, uuid.uuid4().hex, 1, limits))
             except RateLimitError as exc:
                 refusals.append(exc.type)
 
@@ -131,11 +131,11 @@ def test_no_overshoot_when_many_requests_race(redis_url, key_id):
     assert len(admitted) == 25 and refusals == ["requests"] * 55
 
 
-def test_keys_do_not_share_budgets(limiter, key_id):
+def test_keys_do_not_share_budgets(limiter, key):
     for _ in range(5):
-        admit(limiter, key_id)
-    refused(limiter, key_id)
-    assert admit(limiter, key_id + 1).state.remaining_requests == 4
+        admit(limiter, key)
+    refused(limiter, key)
+    assert admit(limiter, key + "-other").state.remaining_requests == 4
 
 
 def test_an_unreachable_redis_refuses_requests_with_503():
@@ -146,26 +146,26 @@ def test_an_unreachable_redis_refuses_requests_with_503():
     assert dead.peek(1, LIMITS) is None
 
 
-def test_finishing_releases_and_corrects_even_after_redis_lost_its_scripts(limiter, key_id, redis_client):
-    lease = limiter.admit(key_id, uuid.uuid4().hex, 900, LIMITS)
+def test_finishing_releases_and_corrects_even_after_redis_lost_its_scripts(limiter, key, redis_client):
+    lease = limiter.admit(key, uuid.uuid4().hex, 900, LIMITS)
     redis_client.script_flush()  # as after a Redis restart
     lease.finish(100)
-    state = limiter.peek(key_id, LIMITS)
+    state = limiter.peek(key, LIMITS)
     assert state.remaining_tokens == 900
     for _ in range(3):
-        admit(limiter, key_id, release=False)  # the finished lease's slot is free again
+        admit(limiter, key, release=False)  # the finished lease's slot is free again
 
 
-def test_a_long_window_is_searched_for_when_enough_tokens_free_up(limiter, key_id):
+def test_a_long_window_is_searched_for_when_enough_tokens_free_up(limiter, key):
     limits = Limits(requests=1000, tokens=1500, concurrency=1000)
     for _ in range(150):
-        admit(limiter, key_id, tokens=10, limits=limits)
-    error = refused(limiter, key_id, tokens=1010, limits=limits)  # 101 of the 150 entries must leave
+        admit(limiter, key, tokens=10, limits=limits)
+    error = refused(limiter, key, tokens=1010, limits=limits)  # 101 of the 150 entries must leave
     assert error.type == "tokens" and 1 <= int(error.headers["retry-after-ms"]) <= 2000
 
 
-def test_the_tokens_total_is_rebuilt_if_it_was_lost(limiter, key_id, redis_client):
-    admit(limiter, key_id, tokens=600)
-    redis_client.delete(redis_keys(key_id)[3])
-    assert limiter.peek(key_id, LIMITS).remaining_tokens == 400
-    assert refused(limiter, key_id, tokens=500).type == "tokens"
+def test_the_tokens_total_is_rebuilt_if_it_was_lost(limiter, key, redis_client):
+    admit(limiter, key, tokens=600)
+    redis_client.delete(redis_keys(key)[3])
+    assert limiter.peek(key, LIMITS).remaining_tokens == 400
+    assert refused(limiter, key, tokens=500).type == "tokens"
