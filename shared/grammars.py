@@ -17,6 +17,11 @@ from llguidance import LLMatcher
 TOOL_CALL_OPEN = "<tool_call>"
 TOOL_CALL_CLOSE = "</tool_call>"
 
+# JSON whitespace, bounded: enough for pretty-printed JSON, but a small model cannot spend its whole
+# max_tokens on blank lines (unbounded whitespace is the classic failure of JSON grammars).
+WHITESPACE = r"[\x20\x0A\x0D\x09]{0,24}"
+_JSON_OPTIONS = {"whitespace_pattern": WHITESPACE}
+
 _UNIMPLEMENTED = re.compile(r'Unimplemented keys: \[([^\]]*)\]')
 
 
@@ -30,7 +35,7 @@ class GrammarError(ValueError):
 
 def json_object_grammar() -> str:
     """Any JSON object."""
-    return LLMatcher.grammar_from_json_schema({"type": "object"})
+    return LLMatcher.grammar_from_json_schema({"type": "object"}, overrides=_JSON_OPTIONS)
 
 
 def json_schema_grammar(schema: dict[str, Any], strict: bool) -> str:
@@ -53,7 +58,7 @@ def tool_call_grammar(functions: Iterable[dict[str, Any]], parallel: bool) -> st
             "required": ["name", "arguments"],
             "additionalProperties": False,
         })
-    call_schema = {"anyOf": alternatives, "x-guidance": {"lenient": True}}
+    call_schema = {"anyOf": alternatives, "x-guidance": {"lenient": True, **_JSON_OPTIONS}}
     lark = "\n".join([
         f"start: call{'+' if parallel else ''}",
         f"call: {json.dumps(TOOL_CALL_OPEN + chr(10))} body {json.dumps(chr(10) + TOOL_CALL_CLOSE + chr(10))}",
@@ -63,7 +68,7 @@ def tool_call_grammar(functions: Iterable[dict[str, Any]], parallel: bool) -> st
 
 
 def _json_grammar(schema: dict[str, Any], strict: bool) -> str:
-    options = {"lenient": not strict}
+    options = {"lenient": not strict, **_JSON_OPTIONS}
     try:
         return LLMatcher.grammar_from_json_schema(schema, overrides=options)
     except ValueError as exc:
