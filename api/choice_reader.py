@@ -97,8 +97,9 @@ class ToolCallReader:
     or, as the whole answer, Mistral's `[TOOL_CALLS] [...]` or a Llama 3 style JSON call. Only
     calls to the request's functions count; anything else stays text."""
 
-    def __init__(self, function_names: Iterable[str]):
+    def __init__(self, function_names: Iterable[str], forced: bool = False):
         self._names = frozenset(function_names)
+        self._forced = forced  # the output was constrained to calls: a cut-off call is no text
         self._buffer = ""
         self._in_call = False
         self._whole = None  # None: undecided; True: buffering the whole answer as a possible call
@@ -130,6 +131,8 @@ class ToolCallReader:
             call = self._parse_call(rest[len(TOOL_CALL_OPEN):].strip())
             if call is not None:
                 return pieces + [self._call_piece(*call)]
+            if self._forced:
+                return pieces
         if rest.strip():
             pieces.append(self._text_piece(rest))
         return pieces
@@ -215,7 +218,8 @@ class ChoiceReader:
         if self.plan.reasoning:
             self.reasoning = ReasoningSplitter()
         if self.plan.parse_tool_calls:
-            self.tools = ToolCallReader(tool["function"]["name"] for tool in self.plan.tools)
+            self.tools = ToolCallReader((tool["function"]["name"] for tool in self.plan.tools),
+                                        forced=self.plan.forced_tool_call)
 
     def feed(self, text: str) -> list[Piece]:
         parts = self.reasoning.feed(text) if self.reasoning else [(CONTENT, text)]

@@ -59,16 +59,19 @@ def tool_call_grammar(functions: Iterable[dict[str, Any]], parallel: bool) -> st
             "additionalProperties": False,
         })
     call_schema = {"anyOf": alternatives, "x-guidance": {"lenient": True, **_JSON_OPTIONS}}
+    # A call ends right at its closing tag, where the model may end its turn; a newline would invite
+    # another call (small models then repeat calls until max_tokens).
     lark = "\n".join([
-        f"start: call{'+' if parallel else ''}",
-        f"call: {json.dumps(TOOL_CALL_OPEN + chr(10))} body {json.dumps(chr(10) + TOOL_CALL_CLOSE + chr(10))}",
+        'start: call ("\\n" call)*' if parallel else "start: call",
+        f"call: {json.dumps(TOOL_CALL_OPEN + chr(10))} body {json.dumps(chr(10) + TOOL_CALL_CLOSE)}",
         f"body: %json {json.dumps(call_schema)}",
     ])
     return _checked(LLMatcher.grammar_from_lark(lark))
 
 
 def _json_grammar(schema: dict[str, Any], strict: bool) -> str:
-    options = {"lenient": not strict, **_JSON_OPTIONS}
+    # Best effort: ignore unsupported keywords, and read an ambiguous oneOf as anyOf.
+    options = {"lenient": not strict, "coerce_one_of": not strict, **_JSON_OPTIONS}
     try:
         return LLMatcher.grammar_from_json_schema(schema, overrides=options)
     except ValueError as exc:

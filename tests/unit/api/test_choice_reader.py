@@ -113,3 +113,10 @@ def test_tool_calls_after_thinking_are_parsed_and_thinking_kept_apart():
 def test_without_tools_or_reasoning_text_passes_through():
     _, joined, calls, reason = read(OutputPlan(), ["<think>", "x</think>", '<tool_call>{"name": "get_time"}'])
     assert joined[CONTENT] == '<think>x</think><tool_call>{"name": "get_time"}' and calls == [] and reason == "stop"
+
+
+def test_a_forced_call_cut_by_max_tokens_is_dropped_not_shown_as_text():
+    plan = OutputPlan(tools=TOOLS, parse_tool_calls=True, forced_tool_call=True)
+    text = '<tool_call>\n{"name": "get_time", "arguments": {}}\n</tool_call>\n<tool_call>\n{"name": "get_'
+    _, joined, calls, _ = read(plan, by_characters(text))
+    assert calls == [("get_time", {})] and joined[CONTENT] == ""
