@@ -64,7 +64,7 @@ class MessageSchema(Schema):
         unknown = RAISE
 
     role = fields.String(required=True, validate=validate.OneOf(ROLES, error=ROLE_ERROR))
-    content = MessageContent(required=True, allow_none=True)
+    content = MessageContent(allow_none=True)  # required, except in assistant messages (checked below)
     name = fields.String()
     tool_call_id = fields.String()
     tool_calls = fields.List(fields.Nested(MessageToolCallSchema), allow_none=True)
@@ -72,6 +72,8 @@ class MessageSchema(Schema):
 
     @validates_schema
     def _check_role_fields(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if "content" not in data and data.get("role") != "assistant":
+            raise ValidationError("Missing data for required field.", "content")
         if data.get("content") is None and data.get("role") != "assistant":
             raise ValidationError("content may only be null in assistant messages.",
                                   "content")

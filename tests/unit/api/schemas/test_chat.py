@@ -282,6 +282,8 @@ def test_include_usage_comes_from_stream_options(stream_options, include_usage):
     {"role": "tool", "content": "42", "tool_call_id": "call_1"},
     {"role": "assistant", "content": None, "tool_calls": [
         {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{\"a\": 1}"}}]},
+    {"role": "assistant", "tool_calls": [  # as the SDK's model_dump(exclude_none=True) sends it back
+        {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
     {"role": "user", "content": "Hi", "name": "ada"},
     {"role": "user", "content": ""},
     {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
