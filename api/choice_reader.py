@@ -103,7 +103,6 @@ class ToolCallReader:
         self._buffer = ""
         self._in_call = False
         self._whole = None  # None: undecided; True: buffering the whole answer as a possible call
-        self.calls = 0
 
     def feed(self, text: str) -> list[Piece]:
         self._buffer += text
@@ -170,8 +169,8 @@ class ToolCallReader:
     def _text_piece(text: str) -> Piece:
         return Piece(CONTENT, text)
 
-    def _call_piece(self, name: str, arguments: Any) -> Piece:
-        self.calls += 1
+    @staticmethod
+    def _call_piece(name: str, arguments: Any) -> Piece:
         encoded = json.dumps(arguments, ensure_ascii=False)
         return Piece(TOOL_CALL, tool_call=ToolCall(new_tool_call_id(), name, encoded))
 
@@ -183,7 +182,7 @@ class ToolCallReader:
         return self._as_call(value)
 
     def _as_call(self, value: Any) -> Optional[tuple[str, Any]]:
-        if not isinstance(value, dict) or value.get("name") not in self._names:
+        if not isinstance(value, dict) or not isinstance(value.get("name"), str) or value["name"] not in self._names:
             return None
         arguments = value.get("arguments", value.get("parameters", {}))
         if isinstance(arguments, str):  # some models write the arguments as a JSON string

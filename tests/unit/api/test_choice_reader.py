@@ -120,3 +120,9 @@ def test_a_forced_call_cut_by_max_tokens_is_dropped_not_shown_as_text():
     text = '<tool_call>\n{"name": "get_time", "arguments": {}}\n</tool_call>\n<tool_call>\n{"name": "get_'
     _, joined, calls, _ = read(plan, by_characters(text))
     assert calls == [("get_time", {})] and joined[CONTENT] == ""
+
+
+@pytest.mark.parametrize("text", ['{"name": ["get_time"], "arguments": {}}', '[{"name": {}}]', "[1, 2]"])
+def test_json_that_only_looks_like_a_call_stays_text(text):
+    _, joined, calls, _ = read(TOOL_PLAN, [text])
+    assert calls == [] and joined[CONTENT] == text
