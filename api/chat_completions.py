@@ -17,9 +17,12 @@ import redis
 
 from api import metrics
 from api.accounts.credits import Usage
+from api.choice_reader import CONTENT, REASONING, TOOL_CALL, ChoiceReader
 from api.metering import MeteredRequest, usage_from
-from api.completion_format import SSE_DONE, SSE_KEEPALIVE, ChunkWriter, chat_completion, sse_data
+from api.completion_format import (SSE_DONE, SSE_KEEPALIVE, ChunkWriter, assistant_message, chat_completion,
+                                   sse_data)
 from api.job_stream import ClientDisconnected, JobStream
+from api.output_plan import OutputPlan, plan_output
 from api.runtime import Runtime
 from api.schemas.chat import ChatCompletionRequest
 from broker.cancellation import request_cancel
@@ -51,7 +54,8 @@ def start_chat_completion(runtime: Runtime, request: ChatCompletionRequest, requ
         raise InvalidRequestError(f"The model `{spec.id}` does not support chat completions.", param="model")
     if request.n > settings.max_choices:
         raise InvalidRequestError(f"Invalid 'n': at most {settings.max_choices} choices per request.", param="n")
-    prompt_tokens = count_prompt_tokens(runtime, spec, request)
+    plan = plan_output(request, spec)
+    prompt_tokens = count_prompt_tokens(runtime, spec, request, plan.tools)
     max_tokens = resolve_max_tokens(spec, prompt_tokens, request.max_tokens, settings.default_max_tokens)
     await_live_worker(runtime, spec.id)  # after the checks that cannot pass by waiting
     if not runtime.router.wait_subscribed(1.0):
@@ -69,6 +73,7 @@ def start_chat_completion(runtime: Runtime, request: ChatCompletionRequest, requ
                                 presence_penalty=request.presence_penalty,
                                 frequency_penalty=request.frequency_penalty),
         reply_to=runtime.router.channel, n=request.n, enqueued_at=now,
+        tools=plan.tools, grammar=plan.grammar, grammar_after=plan.grammar_after,
         start_by=now + settings.queue_timeout,
         deadline=now + settings.queue_timeout + settings.generation_timeout)
     events = runtime.router.register(request_id)  # subscribed before the job can produce anything
@@ -89,7 +94,7 @@ def start_chat_completion(runtime: Runtime, request: ChatCompletionRequest, requ
         raise ServiceUnavailableError("The job queue is unavailable; please retry.") from None
     stream = JobStream(job, events, runtime.directory, tick=min(1.0, settings.keepalive_interval),
                        worker_wait_timeout=settings.worker_wait_timeout, client_gone=client_gone)
-    return ChatCompletionRun(runtime, request, job, stream, received_at, meter)
+    return ChatCompletionRun(runtime, request, job, stream, received_at, meter, plan)
 
 
 def await_live_worker(runtime: Runtime, model_id: str) -> None:
@@ -104,9 +109,10 @@ def await_live_worker(runtime: Runtime, model_id: str) -> None:
         gevent.sleep(WORKER_POLL_INTERVAL)
 
 
-def count_prompt_tokens(runtime: Runtime, spec: ModelSpec, request: ChatCompletionRequest) -> int:
+def count_prompt_tokens(runtime: Runtime, spec: ModelSpec, request: ChatCompletionRequest,
+                        tools: tuple[dict, ...] = ()) -> int:
     try:
-        return len(runtime.tokenizer(spec).prompt_ids(request.messages))
+        return len(runtime.tokenizer(spec).prompt_ids(request.messages, tools))
     except jinja2.TemplateError as exc:
         # Chat templates reject some conversations (e.g. roles that do not alternate).
         raise InvalidRequestError(f"The model's chat template rejected these messages: {exc}",
@@ -129,8 +135,10 @@ class ChatCompletionRun:
     """One enqueued chat completion, from its job's first event to its end."""
 
     def __init__(self, runtime: Runtime, request: ChatCompletionRequest, job: GenerationJob,
-                 stream: JobStream, received_at: float, meter: Optional[MeteredRequest] = None):
+                 stream: JobStream, received_at: float, meter: Optional[MeteredRequest] = None,
+                 plan: OutputPlan = OutputPlan()):
         self.runtime = runtime
+        self.plan = plan
         self.meter = meter
         self.request = request
         self.job = job
@@ -155,7 +163,8 @@ class ChatCompletionRun:
     def result(self) -> dict:
         """The whole `chat.completion` object, once the job is done."""
         n = self.request.n
-        texts: list[list[str]] = [[] for _ in range(n)]
+        readers = [ChoiceReader(self.plan) for _ in range(n)]
+        pieces: list[list] = [[] for _ in range(n)]
         finish_reasons: list[Optional[str]] = [None] * n
         try:
             for event in self.stream.events():
@@ -163,16 +172,24 @@ class ChatCompletionRun:
                     continue
                 if event.kind == EventKind.DELTA:
                     self._saw_text()
-                    texts[event.index].append(event.text)
+                    pieces[event.index] += readers[event.index].feed(event.text)
                 elif event.kind == EventKind.FINISH:
-                    finish_reasons[event.index] = event.finish_reason
+                    pieces[event.index] += readers[event.index].finish()
+                    finish_reasons[event.index] = readers[event.index].finish_reason(event.finish_reason)
         except BaseException as exc:
             self._record_failure(exc)
             raise
         finally:
             self.close()
-        return chat_completion(self.job.request_id, self.created, self.job.model,
-                               ["".join(parts) for parts in texts], finish_reasons, self.stream.usage or {})
+        messages = [self._message(choice_pieces) for choice_pieces in pieces]
+        return chat_completion(self.job.request_id, self.created, self.job.model, [], finish_reasons,
+                               self.stream.usage or {}, messages=messages)
+
+    def _message(self, pieces: list) -> dict:
+        content = "".join(p.text for p in pieces if p.kind == CONTENT)
+        reasoning = "".join(p.text for p in pieces if p.kind == REASONING) if self.plan.reasoning else None
+        calls = [p.tool_call.to_dict() for p in pieces if p.kind == TOOL_CALL]
+        return assistant_message(content, calls, reasoning)
 
     def sse(self) -> Iterator[bytes]:
         """The response as server-sent events; errors after the first byte become an error event."""
@@ -182,6 +199,7 @@ class ChatCompletionRun:
         try:
             last_write = time.monotonic()
             yield b"".join(writer.role(index) for index in range(self.request.n))
+            readers = [ChoiceReader(self.plan) for _ in range(self.request.n)]
             pending: list[bytes] = []
             for event in self.stream.events():
                 if event is None:
@@ -191,9 +209,12 @@ class ChatCompletionRun:
                     continue
                 if event.kind == EventKind.DELTA:
                     self._saw_text()
-                    pending.append(writer.content(event.index, event.text))
+                    pending += self._chunks(writer, readers[event.index], event.index,
+                                            readers[event.index].feed(event.text))
                 elif event.kind == EventKind.FINISH:
-                    pending.append(writer.finish(event.index, event.finish_reason or "stop"))
+                    reader = readers[event.index]
+                    pending += self._chunks(writer, reader, event.index, reader.finish())
+                    pending.append(writer.finish(event.index, reader.finish_reason(event.finish_reason) or "stop"))
                 elif event.kind == EventKind.DONE and self.request.include_usage:
                     pending.append(writer.usage(event.usage or {}))
                 # Chunks that arrived together leave in one write (one syscall, one TCP segment).
@@ -215,6 +236,20 @@ class ChatCompletionRun:
         finally:
             metrics.OPEN_STREAMS.dec()
             self.close()
+
+    @staticmethod
+    def _chunks(writer: ChunkWriter, reader: ChoiceReader, index: int, pieces: list) -> list[bytes]:
+        chunks = []
+        for piece in pieces:
+            if piece.kind == CONTENT:
+                chunks.append(writer.content(index, piece.text))
+            elif piece.kind == REASONING:
+                chunks.append(writer.reasoning(index, piece.text))
+            else:
+                call = piece.tool_call
+                chunks.append(writer.tool_call(index, reader.tool_calls.index(call), call.id, call.name,
+                                               call.arguments))
+        return chunks
 
     def close(self) -> None:
         """Release the request's subscription; cancel the job if it has not ended. Idempotent."""

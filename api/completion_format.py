@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import orjson
 
@@ -14,8 +14,25 @@ def completion_id(request_id: str) -> str:
     return f"chatcmpl-{request_id}"
 
 
+def assistant_message(content: str, tool_calls: Sequence[dict[str, Any]] = (),
+                      reasoning: Optional[str] = None) -> dict[str, Any]:
+    """A choice's message; `reasoning` (a reasoning model's thinking) is set only for such models."""
+    message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
+    if tool_calls:
+        message["tool_calls"] = list(tool_calls)
+        if not content.strip():
+            message["content"] = None  # as OpenAI: a message of tool calls alone has no content
+    if reasoning is not None:
+        message["reasoning_content"] = reasoning
+    return message
+
+
 def chat_completion(request_id: str, created: int, model: str, texts: list[str],
-                    finish_reasons: list[Optional[str]], usage: dict[str, int]) -> dict[str, Any]:
+                    finish_reasons: list[Optional[str]], usage: dict[str, int],
+                    messages: Optional[list[dict[str, Any]]] = None) -> dict[str, Any]:
+    """The whole `chat.completion`: from plain `texts`, or from `messages` already assembled."""
+    if messages is None:
+        messages = [assistant_message(text) for text in texts]
     return {
         "id": completion_id(request_id),
         "object": "chat.completion",
@@ -24,10 +41,10 @@ def chat_completion(request_id: str, created: int, model: str, texts: list[str],
         "system_fingerprint": SYSTEM_FINGERPRINT,
         "choices": [
             {"index": index,
-             "message": {"role": "assistant", "content": text, "refusal": None},
+             "message": message,
              "logprobs": None,
              "finish_reason": finish_reasons[index]}
-            for index, text in enumerate(texts)
+            for index, message in enumerate(messages)
         ],
         "usage": usage,
     }
@@ -48,6 +65,20 @@ class ChunkWriter:
     def content(self, index: int, text: str) -> bytes:
         return self._chunk([{"index": index, "delta": {"content": text}, "logprobs": None,
                              "finish_reason": None}])
+
+    def reasoning(self, index: int, text: str) -> bytes:
+        return self._chunk([{"index": index, "delta": {"reasoning_content": text}, "logprobs": None,
+                             "finish_reason": None}])
+
+    def tool_call(self, index: int, call_index: int, call_id: str, name: str, arguments: str) -> bytes:
+        """A whole tool call in OpenAI's streamed shape: its id and name, then its arguments."""
+        head = {"index": call_index, "id": call_id, "type": "function",
+                "function": {"name": name, "arguments": ""}}
+        return (self._chunk([{"index": index, "delta": {"tool_calls": [head]}, "logprobs": None,
+                              "finish_reason": None}])
+                + self._chunk([{"index": index, "delta": {"tool_calls": [
+                    {"index": call_index, "function": {"arguments": arguments}}]},
+                    "logprobs": None, "finish_reason": None}]))
 
     def finish(self, index: int, reason: str) -> bytes:
         return self._chunk([{"index": index, "delta": {}, "logprobs": None, "finish_reason": reason}])

@@ -17,7 +17,9 @@ from typing import Any
 
 import orjson
 
-CONTRACT_VERSION = 1
+# 2: jobs carry `tools`, `grammar` and `grammar_after` (structured output); a version-1 worker
+# would ignore them and answer unconstrained, so it must refuse these jobs instead.
+CONTRACT_VERSION = 2
 
 
 class ContractError(ValueError):
@@ -52,12 +54,17 @@ class GenerationJob:
     enqueued_at: float = 0.0  # unix time
     start_by: float = 0.0  # unix time after which no worker should start the job: its client gave up
     deadline: float = 0.0  # unix time by which generation must have ended
+    tools: tuple[dict[str, Any], ...] = ()  # OpenAI tool definitions, for the prompt
+    grammar: str | None = None  # llguidance grammar the output must follow (shared/grammars.py)
+    grammar_after: str | None = None  # the grammar applies only after this text (a reasoning model's
+    # end-of-thinking marker), so that it constrains the answer and not the thinking
     version: int = CONTRACT_VERSION
 
     def to_payload(self) -> dict[str, Any]:
         payload = asdict(self)
         payload["sampling"]["stop"] = list(self.sampling.stop)
         payload["messages"] = list(self.messages)
+        payload["tools"] = list(self.tools)
         return payload
 
     @classmethod
@@ -70,6 +77,7 @@ class GenerationJob:
             sampling = dict(payload["sampling"])
             sampling["stop"] = tuple(sampling.get("stop") or ())
             return cls(**{**payload, "messages": tuple(payload["messages"]),
+                          "tools": tuple(payload.get("tools") or ()),
                           "sampling": SamplingParams(**sampling)})
         except (KeyError, TypeError, AttributeError) as exc:
             raise ContractError(f"malformed job: {exc}") from exc

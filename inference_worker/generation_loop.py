@@ -138,7 +138,7 @@ class GenerationLoop:
                 return None
             self._jobs[job.request_id] = active
             try:
-                prompt_ids = self.engine.prompt_ids(job.messages)
+                prompt_ids = self.engine.prompt_ids(job.messages, job.tools)
             except Exception as exc:  # noqa: BLE001 - a template error is the request's fault
                 self._finish_with_error(active, InvalidRequestError(f"Could not apply the chat template: {exc}",
                                                                      param="messages"))
@@ -157,7 +157,12 @@ class GenerationLoop:
                     f"However, you requested {needed} tokens ({len(prompt_ids)} in the messages, "
                     f"{job.sampling.max_tokens} in the completion).", param="messages"))
                 return None
-            self.engine.add(EngineRequest(job.request_id, prompt_ids, job.sampling, job.n))
+            try:
+                self.engine.add(EngineRequest(job.request_id, prompt_ids, job.sampling, job.n,
+                                              grammar=job.grammar, grammar_after=job.grammar_after))
+            except ValueError as exc:  # a grammar this engine cannot enforce: never run unconstrained
+                self._finish_with_error(active, InvalidRequestError(str(exc), param="response_format"))
+                return None
             log.info("job admitted", extra={"model": self.model, "prompt_tokens": len(prompt_ids),
                                             "attempt": active.attempt, "queued_for_s":
                                             round(max(0.0, time.time() - job.enqueued_at), 4)})

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from tokenizers import Tokenizer
 
 from shared.chat_template import compile_chat_template
+from shared.tool_prompt import arguments_object, template_renders_tools, with_fallback_tool_prompt
 
 # Used only when a model ships without a chat template.
 FALLBACK_CHAT_TEMPLATE = (
@@ -23,6 +24,7 @@ class ChatTokenizer:
     def __init__(self, tokenizer: Tokenizer, chat_template: str, special_tokens: dict[str, str]):
         self._tokenizer = tokenizer
         self._template = compile_chat_template(chat_template)
+        self.renders_tools = template_renders_tools(chat_template)
         self.special_tokens = special_tokens
         self.vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
 
@@ -42,18 +44,27 @@ class ChatTokenizer:
         return cls(tokenizer, template or FALLBACK_CHAT_TEMPLATE,
                    {k: v for k, v in special.items() if v is not None})
 
-    def render(self, messages: Iterable[dict[str, Any]]) -> str:
-        """The prompt text for a conversation, ending where the assistant's answer begins."""
-        return self._template.render(messages=[_template_message(m) for m in messages],
-                                     add_generation_prompt=True, tools=None, documents=None,
-                                     **self.special_tokens)
+    def render(self, messages: Iterable[dict[str, Any]], tools: Sequence[dict[str, Any]] = ()) -> str:
+        """The prompt text for a conversation, ending where the assistant's answer begins.
+
+        Tools go to the template when it renders them, else into LlamaGate's fallback prompt."""
+        rendered = [_template_message(m) for m in messages]
+        if not self.renders_tools:
+            rendered = with_fallback_tool_prompt(rendered, tools)
+        return self._template.render(messages=rendered, add_generation_prompt=True,
+                                     tools=list(tools) if tools and self.renders_tools else None,
+                                     documents=None, **self.special_tokens)
 
     def encode(self, text: str) -> list[int]:
         # The rendered template already holds the special tokens it needs.
         return self._tokenizer.encode(text, add_special_tokens=False).ids
 
-    def prompt_ids(self, messages: Iterable[dict[str, Any]]) -> list[int]:
-        return self.encode(self.render(messages))
+    def prompt_ids(self, messages: Iterable[dict[str, Any]], tools: Sequence[dict[str, Any]] = ()) -> list[int]:
+        return self.encode(self.render(messages, tools))
+
+    def to_json(self) -> str:
+        """The tokenizer in tokenizer.json form (what grammar engines build their token tables from)."""
+        return self._tokenizer.to_str()
 
     def decode(self, ids: list[int]) -> str:
         return self._tokenizer.decode(ids, skip_special_tokens=True)
@@ -81,6 +92,10 @@ def _template_message(message: dict[str, Any]) -> dict[str, Any]:
     # OpenAI's "developer" role is the newer name of "system"; templates know only the latter.
     rendered["role"] = "system" if role == "developer" else role
     rendered["content"] = message_text(message.get("content"))
+    if message.get("tool_calls"):
+        # Templates that render tool calls expect the arguments as a mapping, not a JSON string.
+        rendered["tool_calls"] = [dict(call, function=dict(call["function"], arguments=arguments_object(
+            call["function"].get("arguments")))) for call in message["tool_calls"]]
     return rendered
 
 

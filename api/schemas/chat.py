@@ -11,6 +11,8 @@ from typing import Any
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from api.schemas.fields import StrictBoolean, StrictFloat, StrictInteger, first_error
+from api.schemas.tools import (MessageToolCallSchema, ResponseFormat, ResponseFormatSchema, ToolChoice,
+                               ToolChoiceField, ToolSchema, check_tools, response_format_from)
 from shared.errors import InvalidRequestError
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
@@ -20,11 +22,10 @@ INT64_MAX = 2**63 - 1
 
 # Parameters of OpenAI's API that LlamaGate does not implement yet: rejected by name rather than
 # silently ignored, so a client never believes a constraint was applied when it was not.
-NOT_YET_SUPPORTED = ("tools", "tool_choice", "functions", "function_call", "audio", "modalities",
+NOT_YET_SUPPORTED = ("functions", "function_call", "audio", "modalities",
                      "prediction", "web_search_options", "reasoning_effort", "top_logprobs")
 # Accepted and ignored: they change nothing about the generated text.
-IGNORED = ("metadata", "store", "service_tier", "parallel_tool_calls", "prompt_cache_key",
-           "safety_identifier")
+IGNORED = ("metadata", "store", "service_tier", "prompt_cache_key", "safety_identifier")
 
 
 class MessageContent(fields.Field):
@@ -63,16 +64,21 @@ class MessageSchema(Schema):
         unknown = RAISE
 
     role = fields.String(required=True, validate=validate.OneOf(ROLES, error=ROLE_ERROR))
-    content = MessageContent(required=True, allow_none=True)
+    content = MessageContent(allow_none=True)  # required, except in assistant messages (checked below)
     name = fields.String()
     tool_call_id = fields.String()
+    tool_calls = fields.List(fields.Nested(MessageToolCallSchema), allow_none=True)
     refusal = fields.String(allow_none=True)
 
     @validates_schema
     def _check_role_fields(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if "content" not in data and data.get("role") != "assistant":
+            raise ValidationError("Missing data for required field.", "content")
         if data.get("content") is None and data.get("role") != "assistant":
             raise ValidationError("content may only be null in assistant messages.",
                                   "content")
+        if data.get("tool_calls") is not None and data.get("role") != "assistant":
+            raise ValidationError("only assistant messages may carry 'tool_calls'.", "tool_calls")
         if data.get("role") == "tool" and not data.get("tool_call_id"):
             raise ValidationError("a tool message needs 'tool_call_id'.",
                                   "tool_call_id")
@@ -112,6 +118,16 @@ class ChatCompletionRequest:
     frequency_penalty: float = 0.0
     n: int = 1
     user: str | None = None
+    response_format: ResponseFormat = ResponseFormat("text")
+    tools: tuple[dict[str, Any], ...] = ()
+    tool_choice: ToolChoice | None = None  # None: not given ("auto" when there are tools)
+    parallel_tool_calls: bool = True
+
+    @property
+    def effective_tool_choice(self) -> ToolChoice:
+        if self.tool_choice is not None:
+            return self.tool_choice
+        return ToolChoice("auto" if self.tools else "none")
 
 
 class ChatCompletionSchema(Schema):
@@ -137,7 +153,10 @@ class ChatCompletionSchema(Schema):
     user = fields.String(allow_none=True)
     logprobs = StrictBoolean(allow_none=True)
     logit_bias = fields.Dict(keys=fields.String(), values=fields.Raw(), allow_none=True)
-    response_format = fields.Dict(allow_none=True)
+    response_format = fields.Nested(ResponseFormatSchema, allow_none=True)
+    tools = fields.List(fields.Nested(ToolSchema), allow_none=True)
+    tool_choice = ToolChoiceField(allow_none=True)
+    parallel_tool_calls = StrictBoolean(allow_none=True)
 
     @validates_schema
     def _check_combinations(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -148,10 +167,7 @@ class ChatCompletionSchema(Schema):
             raise ValidationError("'logprobs' is not supported by LlamaGate yet.", "logprobs")
         if data.get("logit_bias"):
             raise ValidationError("'logit_bias' is not supported by LlamaGate yet.", "logit_bias")
-        response_format = data.get("response_format")
-        if response_format is not None and response_format.get("type") != "text":
-            raise ValidationError("Only response_format {'type': 'text'} is supported by LlamaGate yet.",
-                                  "response_format")
+        check_tools(data.get("tools"), data.get("tool_choice"))
         if data.get("stream_options") is not None and not data.get("stream"):
             raise ValidationError("The 'stream_options' parameter is only allowed when 'stream' is enabled.",
                                   "stream_options")
@@ -177,6 +193,10 @@ class ChatCompletionSchema(Schema):
             frequency_penalty=float(value("frequency_penalty", 0.0)),
             n=int(value("n", 1)),
             user=data.get("user"),
+            response_format=response_format_from(data.get("response_format")),
+            tools=tuple(data.get("tools") or ()),
+            tool_choice=data.get("tool_choice"),
+            parallel_tool_calls=bool(value("parallel_tool_calls", True)),
         )
 
 

@@ -24,6 +24,8 @@ class EngineRequest:
     prompt_ids: list[int]
     sampling: SamplingParams
     n: int = 1
+    grammar: str | None = None  # llguidance grammar the output must follow (shared/grammars.py)
+    grammar_after: str | None = None  # the grammar applies only after this text (end of thinking)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,13 +52,15 @@ class Engine(ABC):
     def load(self) -> None:
         """Load the model (once per worker process); may take a while and should log progress."""
 
-    def prompt_ids(self, messages: tuple[dict[str, Any], ...]) -> list[int]:
-        """The prompt tokens for a conversation, rendered with the model's own chat template."""
-        return self.tokenizer.prompt_ids(messages)
+    def prompt_ids(self, messages: tuple[dict[str, Any], ...],
+                   tools: tuple[dict[str, Any], ...] = ()) -> list[int]:
+        """The prompt tokens for a conversation (and its tools), rendered with the model's chat template."""
+        return self.tokenizer.prompt_ids(messages, tools)
 
     @abstractmethod
     def add(self, request: EngineRequest) -> None:
-        """Queue a request; it joins the running batch on a coming step."""
+        """Queue a request; it joins the running batch on a coming step. Raises ValueError for a
+        request this engine cannot serve (a grammar it cannot compile or enforce)."""
 
     @abstractmethod
     def abort(self, request_id: str) -> None:

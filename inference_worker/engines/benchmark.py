@@ -16,6 +16,8 @@ from inference_worker.engines.base import ChoiceOutput, Engine, EngineRequest
 from inference_worker.text_stream import StopStringMatcher
 
 WORDS = (" The", " quick", " brown", " fox", " jumps", " over", " the", " lazy", " dog", ".")
+# What a model flagged "reasoning" emits: its thinking between markers, then the answer.
+REASONING_WORDS = ("<think>", "Let", " me", " think", ".", "</think>") + WORDS
 
 
 @dataclass
@@ -34,6 +36,7 @@ class BenchmarkEngine(Engine):
         self._queue: deque[EngineRequest] = deque()
         self._choices: list[_Choice] = []
         self._step_seconds = self.settings.benchmark_step_ms / 1000.0
+        self._words = REASONING_WORDS if self.spec.supports("reasoning") else WORDS
 
     def load(self) -> None:
         """Nothing to load."""
@@ -47,6 +50,8 @@ class BenchmarkEngine(Engine):
         return len(self._queue)
 
     def add(self, request: EngineRequest) -> None:
+        if request.grammar is not None:
+            raise ValueError("The benchmark engine cannot constrain its output (response_format, tool_choice).")
         self._queue.append(request)
 
     def abort(self, request_id: str) -> None:
@@ -65,7 +70,7 @@ class BenchmarkEngine(Engine):
         return outputs
 
     def _next(self, choice: _Choice) -> ChoiceOutput:
-        word = WORDS[choice.generated % len(WORDS)]
+        word = self._words[choice.generated % len(self._words)]
         choice.generated += 1
         text, stopped = choice.stops.feed(word)
         request_id, index = choice.request.request_id, choice.index

@@ -105,6 +105,10 @@ class LlamaCppEngine(Engine):
         return len(self._queue)
 
     def add(self, request: EngineRequest) -> None:
+        if request.grammar is not None:
+            # Never answer unconstrained what was asked constrained (the registry should not send it).
+            raise ValueError("The llama.cpp engine cannot constrain its output yet (response_format, "
+                             "tool_choice); use a model on the transformers engine.")
         self._queue.append(request)
 
     def abort(self, request_id: str) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from inference_worker.constraints import GrammarCompiler, TokenConstraint, apply_masks
 from inference_worker.engines.base import ChoiceOutput, Engine, EngineRequest
 from inference_worker.engines.batch_cache import BatchCache, RowRef, prefill_inputs
 from inference_worker.engines.sampling import ChoiceSampler
@@ -33,6 +34,7 @@ class _Choice:
     index: int
     sampler: ChoiceSampler
     stream: TextStream
+    constraint: TokenConstraint | None = None
     generated: int = 0
     next_token: int = -1
 
@@ -50,6 +52,7 @@ class TransformersEngine(Engine):
         self._stop_ids: frozenset[int] = frozenset()
         self._pad_id = 0
         self._num_layers = 0
+        self.grammars: GrammarCompiler | None = None
 
     def load(self) -> None:
         from transformers import AutoModelForCausalLM
@@ -70,6 +73,8 @@ class TransformersEngine(Engine):
         self._stop_ids = frozenset(self._collect_stop_ids())
         eos = self.tokenizer.eos_token_id
         self._pad_id = eos if eos is not None else 0
+        self.grammars = GrammarCompiler(self.tokenizer.to_json(), model.config.get_text_config(decoder=True).vocab_size,
+                                        self._stop_ids)
         log.info("model loaded", extra={"model": self.spec.id, "seconds": round(time.monotonic() - started, 1),
                                         "stop_token_ids": sorted(self._stop_ids)})
 
@@ -93,6 +98,8 @@ class TransformersEngine(Engine):
         return len(self._queue)
 
     def add(self, request: EngineRequest) -> None:
+        if request.grammar is not None:
+            self.grammars.constraint(request.grammar)  # compiles (and caches) now: a bad grammar fails here
         self._queue.append(request)
 
     def abort(self, request_id: str) -> None:
@@ -133,8 +140,13 @@ class TransformersEngine(Engine):
         for row, request in enumerate(batch):
             for index in range(request.n):
                 choice = _Choice(request, index, ChoiceSampler(request.sampling, index, vocab),
-                                 TextStream(self.tokenizer.decode, request.sampling.stop))
-                output = self._accept(choice, choice.sampler.sample(logits[row]))
+                                 TextStream(self.tokenizer.decode, request.sampling.stop),
+                                 self._constraint_for(request))
+                row_logits = logits[row:row + 1]
+                if choice.constraint is not None:
+                    row_logits = row_logits.clone()  # the request's other choices sample from this row too
+                    apply_masks(row_logits, [choice.constraint])
+                output = self._accept(choice, choice.sampler.sample(row_logits[0]))
                 outputs.append(output)
                 if output.finish_reason is None:
                     new_choices.append((choice, RowRef(cache, row)))
@@ -151,6 +163,7 @@ class TransformersEngine(Engine):
                          use_cache=True)
         cache.advance()
         logits = out.logits[:, -1].float()
+        apply_masks(logits, [c.constraint for c in self._choices])
         outputs = [self._accept(choice, choice.sampler.sample(logits[row]))
                    for row, choice in enumerate(self._choices)]
         if any(o.finish_reason is not None for o in outputs):
@@ -166,11 +179,20 @@ class TransformersEngine(Engine):
         text, stopped = choice.stream.push(token)
         if stopped:
             return ChoiceOutput(request_id, index, text, 1, "stop")
+        if choice.constraint is not None:
+            choice.constraint.observe(token, text)
+            if choice.constraint.complete:  # the grammar allows nothing more (not even more whitespace)
+                return ChoiceOutput(request_id, index, text + choice.stream.finish(), 1, "stop")
         if choice.generated >= choice.request.sampling.max_tokens:
             return ChoiceOutput(request_id, index, text + choice.stream.finish(), 1, "length")
         choice.sampler.observe(token)
         choice.next_token = token
         return ChoiceOutput(request_id, index, text, 1, None)
+
+    def _constraint_for(self, request: EngineRequest) -> TokenConstraint | None:
+        if request.grammar is None:
+            return None
+        return self.grammars.constraint(request.grammar, after=request.grammar_after)
 
     def _keep(self, choices: list[_Choice]) -> None:
         """Shrink the batch to `choices` (which must be in batch order)."""

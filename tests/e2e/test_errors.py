@@ -58,9 +58,10 @@ def assert_openai_error(response: httpx.Response, status: int, param, code=None)
     ({"model": "m", "messages": USER, "frequency_penalty": -2.5}, "frequency_penalty"),
     ({"model": "m", "messages": USER, "n": 0}, "n"),
     ({"model": "m", "messages": USER, "user": 5}, "user"),
-    ({"model": "m", "messages": USER, "tools": [{"type": "function"}]}, "tools"),
+    ({"model": "m", "messages": USER, "tools": [{"type": "function"}]}, "tools[0].function"),
+    ({"model": "m", "messages": USER, "tool_choice": "required"}, "tool_choice"),
     ({"model": "m", "messages": USER, "logprobs": True}, "logprobs"),
-    ({"model": "m", "messages": USER, "response_format": {"type": "json_object"}}, "response_format"),
+    ({"model": "m", "messages": USER, "response_format": {"type": "xml"}}, "response_format.type"),
     ({"model": "m", "messages": USER, "temprature": 1}, "temprature"),
 ])
 def test_invalid_body_is_400_naming_the_field(e2e_stack, body, param):

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from api.completion_format import (SSE_DONE, SSE_KEEPALIVE, ChunkWriter, chat_completion, completion_id,
+from api.completion_format import (SSE_DONE, SSE_KEEPALIVE, ChunkWriter, assistant_message, chat_completion,
+                                   completion_id,
                                    sse_data)
 
 USAGE = {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}
@@ -118,3 +119,26 @@ def test_stream_terminators():
     assert SSE_DONE == b"data: [DONE]\n\n"
     # A keep-alive is an SSE comment: clients ignore lines starting with a colon.
     assert SSE_KEEPALIVE.startswith(b":") and SSE_KEEPALIVE.endswith(b"\n\n")
+
+
+def test_message_with_tool_calls_has_null_content_and_the_calls():
+    call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    assert assistant_message("", [call]) == {"role": "assistant", "content": None, "refusal": None,
+                                             "tool_calls": [call]}
+    assert assistant_message("Hi", reasoning="hmm") == {"role": "assistant", "content": "Hi", "refusal": None,
+                                                        "reasoning_content": "hmm"}
+
+
+def test_streamed_tool_call_sends_id_and_name_then_arguments():
+    writer = ChunkWriter("r1", 1700000000, "m", include_usage=False)
+    data = writer.tool_call(0, 1, "call_9", "get_time", '{"zone": "UTC"}')
+    first, second = [json.loads(part[len(b"data: "):]) for part in data.split(b"\n\n") if part]
+    assert first["choices"][0]["delta"] == {"tool_calls": [
+        {"index": 1, "id": "call_9", "type": "function", "function": {"name": "get_time", "arguments": ""}}]}
+    assert second["choices"][0]["delta"] == {"tool_calls": [
+        {"index": 1, "function": {"arguments": '{"zone": "UTC"}'}}]}
+
+
+def test_streamed_reasoning_uses_reasoning_content():
+    chunk = decode_sse(ChunkWriter("r1", 1, "m", include_usage=False).reasoning(0, "hmm"))
+    assert chunk["choices"][0]["delta"] == {"reasoning_content": "hmm"}

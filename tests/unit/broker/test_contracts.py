@@ -167,3 +167,11 @@ def test_event_batch_carries_the_contract_version():
 def test_undecodable_event_batch_is_a_contract_error(data):
     with pytest.raises(ContractError):
         decode_event_batch(data)
+
+
+def test_job_with_tools_and_a_grammar_round_trips():
+    tools = ({"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}},)
+    job = make_job(tools=tools, grammar='{"grammars": []}', grammar_after="</think>")
+    restored = GenerationJob.from_payload(over_the_wire(job.to_payload()))
+    assert restored == job
+    assert restored.tools == tools and restored.grammar_after == "</think>"

@@ -180,3 +180,50 @@ def test_template_may_reject_a_conversation(bare_tokenizer_dir):
     assert tokenizer.render([{"role": "user", "content": "x"}]) == "ok"
     with pytest.raises(jinja2.TemplateError, match="must start with user"):
         tokenizer.render([{"role": "assistant", "content": "x"}])
+
+
+# --- tools --------------------------------------------------------------------------------------
+
+WEATHER_TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}}}}
+TOOL_ROUND_TRIP = [
+    {"role": "user", "content": "Weather in Paris?"},
+    {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+    {"role": "tool", "tool_call_id": "call_1", "content": "18 C, sunny"},
+]
+
+
+def test_template_without_tools_gets_the_fallback_tool_prompt(chat_tokenizer):
+    assert not chat_tokenizer.renders_tools  # SmolLM2's template
+    prompt = chat_tokenizer.render(TOOL_ROUND_TRIP, [WEATHER_TOOL])
+    assert prompt.startswith("<|im_start|>system\nYou can call functions")
+    assert json.dumps(WEATHER_TOOL) in prompt
+    # The earlier call and its result are rendered in the same format, as assistant and user turns.
+    assert ('<|im_start|>assistant\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n'
+            "</tool_call><|im_end|>") in prompt
+    assert "<|im_start|>user\n<tool_response>\n18 C, sunny\n</tool_response><|im_end|>" in prompt
+    assert prompt.endswith("<|im_start|>assistant\n")
+
+
+def test_fallback_tool_prompt_joins_an_existing_system_message(chat_tokenizer):
+    prompt = chat_tokenizer.render([{"role": "system", "content": "Be terse."}, {"role": "user", "content": "x"}],
+                                   [WEATHER_TOOL])
+    assert prompt.startswith("<|im_start|>system\nBe terse.\n\nYou can call functions")
+    assert prompt.count("<|im_start|>system") == 1
+
+
+def test_no_tools_renders_as_before(chat_tokenizer, hf_tokenizer):
+    messages = [{"role": "user", "content": "x"}]
+    assert chat_tokenizer.render(messages, ()) == hf_tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=True)
+
+
+def test_template_that_takes_tools_gets_them_and_mapping_arguments(bare_tokenizer_dir):
+    (bare_tokenizer_dir / "chat_template.jinja").write_text(
+        "{% for t in tools %}[{{ t.function.name }}]{% endfor %}"
+        "{% for m in messages %}{% for c in m.tool_calls or [] %}{{ c.function.arguments.city }}{% endfor %}"
+        "{{ m.role }};{% endfor %}")
+    tokenizer = ChatTokenizer.from_directory(bare_tokenizer_dir)
+    assert tokenizer.renders_tools
+    assert tokenizer.render(TOOL_ROUND_TRIP, [WEATHER_TOOL]) == "[get_weather]user;Parisassistant;tool;"

@@ -7,9 +7,12 @@ from typing import Any
 import pytest
 
 from api.schemas.chat import IGNORED, NOT_YET_SUPPORTED, ChatCompletionRequest, parse_chat_completion
+from api.schemas.tools import ResponseFormat, ToolChoice
 from shared.errors import InvalidRequestError
 
 USER = {"role": "user", "content": "Hello"}
+TOOL = {"type": "function", "function": {"name": "get_weather", "description": "The weather in a city.",
+                                      "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}
 
 
 def body(**fields: Any) -> dict[str, Any]:
@@ -95,9 +98,31 @@ def rejection(payload: Any) -> InvalidRequestError:
     (body(logprobs=True), "logprobs"),
     (body(logprobs="yes"), "logprobs"),
     (body(logit_bias={"50256": -100}), "logit_bias"),
-    (body(response_format={"type": "json_object"}), "response_format"),
-    (body(response_format={}), "response_format"),
+    # response_format, tools and tool_choice.
+    (body(response_format={"type": "xml"}), "response_format.type"),
+    (body(response_format={}), "response_format.type"),
     (body(response_format="text"), "response_format"),
+    (body(response_format={"type": "json_schema"}), "response_format.json_schema"),
+    (body(response_format={"type": "json_schema", "json_schema": {"schema": {}}}),
+     "response_format.json_schema.name"),
+    (body(response_format={"type": "json_schema", "json_schema": {"name": "x", "strict": "yes"}}),
+     "response_format.json_schema.strict"),
+    (body(tools=[{"type": "retrieval"}]), "tools[0].type"),
+    (body(tools=[{"type": "function", "function": {"name": "get weather"}}]), "tools[0].function.name"),
+    (body(tools=[{"type": "function", "function": {"name": "f", "parameters": []}}]),
+     "tools[0].function.parameters"),
+    (body(tools=[{"type": "function", "function": {"name": "f", "parameters": {"type": "string"}}}]),
+     "tools[0].function.parameters"),
+    (body(tools=[TOOL, TOOL]), "tools"),
+    (body(tool_choice="auto"), "tool_choice"),
+    (body(tools=[TOOL], tool_choice="sometimes"), "tool_choice"),
+    (body(tools=[TOOL], tool_choice={"type": "function", "function": {"name": "g"}}), "tool_choice"),
+    (body(tools=[TOOL], tool_choice={"type": "function"}), "tool_choice"),
+    (body(tools=[TOOL], parallel_tool_calls="no"), "parallel_tool_calls"),
+    (body(messages=[{"role": "user", "content": "x", "tool_calls": []}]), "messages[0].tool_calls"),
+    (body(messages=[{"role": "assistant", "content": None, "tool_calls": [{"id": "c", "type": "function",
+                                                                           "function": {"name": "f"}}]}]),
+     "messages[0].tool_calls[0].function.arguments"),
     # Unknown fields name themselves.
     (body(temprature=0.5), "temprature"),
     (body(messages=[{"role": "user", "content": "x", "mood": "happy"}]), "messages[0].mood"),
@@ -108,6 +133,24 @@ def test_invalid_body_is_refused_naming_the_field(payload, param):
     assert error.type == "invalid_request_error"
     assert error.param == param
     assert error.to_dict()["error"]["param"] == param
+
+
+def test_tools_and_formats_map_to_the_request():
+    request = parse_chat_completion(body(
+        tools=[TOOL], tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        parallel_tool_calls=False,
+        response_format={"type": "json_schema", "json_schema": {"name": "w", "schema": {"type": "object"},
+                                                                "strict": True}}))
+    assert request.tools == (TOOL,)
+    assert request.tool_choice == ToolChoice("function", "get_weather")
+    assert request.parallel_tool_calls is False
+    assert request.response_format == ResponseFormat("json_schema", {"type": "object"}, strict=True, name="w")
+
+
+def test_tool_choice_defaults_to_auto_with_tools_and_none_without():
+    assert parse_chat_completion(body(tools=[TOOL])).effective_tool_choice == ToolChoice("auto")
+    assert parse_chat_completion(body()).effective_tool_choice == ToolChoice("none")
+    assert parse_chat_completion(body(tool_choice="none")).effective_tool_choice == ToolChoice("none")
 
 
 @pytest.mark.parametrize("name", NOT_YET_SUPPORTED)
@@ -237,6 +280,10 @@ def test_include_usage_comes_from_stream_options(stream_options, include_usage):
     {"role": "assistant", "content": None},
     {"role": "assistant", "content": "Hi", "refusal": None},
     {"role": "tool", "content": "42", "tool_call_id": "call_1"},
+    {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{\"a\": 1}"}}]},
+    {"role": "assistant", "tool_calls": [  # as the SDK's model_dump(exclude_none=True) sends it back
+        {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
     {"role": "user", "content": "Hi", "name": "ada"},
     {"role": "user", "content": ""},
     {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},

@@ -273,3 +273,11 @@ def test_a_long_prompt_is_prefilled_over_several_steps(engine, chat_tokenizer):
     assert len(chunks) >= 2 and max(chunks) <= PREFILL_TOKENS_PER_STEP
     assert sum(chunks) == len(long.prompt_ids)
     assert result.tokens("running") == 8 and result.tokens("long") == 2
+
+
+def test_a_constrained_request_is_refused_not_answered_unconstrained(engine, chat_tokenizer):
+    request = EngineRequest("json", chat_tokenizer.prompt_ids(({"role": "user", "content": "hi"},)),
+                            SamplingParams(max_tokens=4), grammar="%llguidance {}\nstart: \"{}\"")
+    with pytest.raises(ValueError, match="cannot constrain"):
+        engine.add(request)
+    assert not engine.has_work

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 
 import pytest
@@ -195,3 +196,21 @@ def test_abort_frees_the_slot_at_once(engine, chat_tokenizer):
         assert not engine.has_work
     finally:
         engine.step()  # applies a deferred abort, so the next test finds the engine idle
+
+
+def test_constrained_and_free_requests_share_a_batch(engine, chat_tokenizer):
+    """The grammar binds its own row only: the free request's greedy text is the same as alone."""
+    import json
+
+    from shared.grammars import json_schema_grammar
+
+    schema = {"type": "object", "properties": {"answer": {"type": "string", "maxLength": 10}},
+              "required": ["answer"], "additionalProperties": False}
+    free_alone = run(engine, {0: [request(chat_tokenizer, "alone", PROMPTS["medium"], max_tokens=12)]})
+    constrained = dataclasses.replace(request(chat_tokenizer, "json", PROMPTS["short"], max_tokens=40),
+                                      grammar=json_schema_grammar(schema, strict=True))
+    together = run(engine, {0: [constrained, request(chat_tokenizer, "free", PROMPTS["medium"], max_tokens=12)]})
+    assert together.most_running == 2
+    assert together.text("free") == free_alone.text("alone")
+    assert together.finish_reason("json") == "stop"
+    assert set(json.loads(together.text("json"))) == {"answer"}
