@@ -14,10 +14,10 @@ from typing import Optional
 import gevent
 import redis
 
-from broker.event_router import EventRouter
-from broker.publisher import JobPublisher
 from api.rate_limits.limiter import RateLimiter
 from api.store.db import Database
+from broker.event_router import EventRouter
+from broker.publisher import JobPublisher
 from broker.worker_directory import WorkerDirectory
 from shared.chat_tokenizer import ChatTokenizer
 from shared.embedding_tokenizer import EmbeddingTokenizer
