@@ -19,6 +19,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from inference_worker.constraints import GrammarCompiler, TokenConstraint
 from inference_worker.engines.base import ChoiceOutput, Engine, EngineRequest
 from inference_worker.engines.llamacpp_runtime import ContextConfig, LlamaContext, Sampler, default_threads
 from inference_worker.text_stream import TextStream
@@ -40,6 +41,7 @@ class _Choice:
     position: int = 0  # this sequence's tokens in the KV cache
     generated: int = 0
     next_token: int = -1  # sampled, not yet decoded
+    constraint: TokenConstraint | None = None  # the output grammar's state, for constrained requests
 
 
 @dataclass
@@ -94,6 +96,7 @@ class LlamaCppEngine(Engine):
         self._free_seq_ids = list(range(self.max_sequences - 1, -1, -1))
         eos = self.tokenizer.eos_token_id
         self._stop_ids = frozenset({eos} if eos is not None else set())
+        self.grammars = GrammarCompiler(self.tokenizer.to_json(), self.context.vocab_size, self._stop_ids)
         log.info("model loaded", extra={"model": self.spec.id, "seconds": round(time.monotonic() - started, 1)})
 
     @property
@@ -106,9 +109,7 @@ class LlamaCppEngine(Engine):
 
     def add(self, request: EngineRequest) -> None:
         if request.grammar is not None:
-            # Never answer unconstrained what was asked constrained (the registry should not send it).
-            raise ValueError("The llama.cpp engine cannot constrain its output yet (response_format, "
-                             "tool_choice); use a model on the transformers engine.")
+            self.grammars.constraint(request.grammar)  # compiles (and caches) now: a bad grammar fails here
         self._queue.append(request)
 
     def abort(self, request_id: str) -> None:
@@ -137,13 +138,13 @@ class LlamaCppEngine(Engine):
         outputs = []
         for row, choice in zip(rows, decoding):
             choice.position += 1
-            outputs.append(self._accept(choice, self.context.sample(choice.sampler, row)))
+            outputs.append(self._accept(choice, self._sample(choice, row)))
         for row, prefill in finishing:
             self._prefills.remove(prefill)
             for choice in prefill.choices:
                 choice.position = len(prefill.request.prompt_ids)
                 self._choices.append(choice)
-                outputs.append(self._accept(choice, self.context.sample(choice.sampler, row)))
+                outputs.append(self._accept(choice, self._sample(choice, row)))
         return outputs
 
     def _admit(self) -> None:
@@ -159,7 +160,8 @@ class LlamaCppEngine(Engine):
             samplers = [Sampler(request.sampling, index, self.context.vocab_size) for index in range(request.n)]
             self._queue.popleft()
             choices = [_Choice(request, index, self._free_seq_ids.pop(), sampler,
-                               TextStream(self.tokenizer.decode, request.sampling.stop))
+                               TextStream(self.tokenizer.decode, request.sampling.stop),
+                               constraint=self._constraint_for(request))
                        for index, sampler in enumerate(samplers)]
             self._reserved[request.request_id] = needed
             self._prefills.append(_Prefill(request, choices, needed))
@@ -184,6 +186,17 @@ class LlamaCppEngine(Engine):
                 break
         return added, finishing
 
+    def _sample(self, choice: _Choice, row: int) -> int:
+        if choice.constraint is not None and choice.constraint.active:
+            # Forbidden tokens get -inf in the context's own logits row, before the sampler chain reads it.
+            self.context.mask_logits(row, choice.constraint)
+        return self.context.sample(choice.sampler, row)
+
+    def _constraint_for(self, request: EngineRequest) -> TokenConstraint | None:
+        if request.grammar is None:
+            return None
+        return self.grammars.constraint(request.grammar, after=request.grammar_after)
+
     def _accept(self, choice: _Choice, token: int) -> ChoiceOutput:
         """Apply a sampled token to its choice: text to emit, and whether the choice has ended."""
         choice.generated += 1
@@ -193,6 +206,10 @@ class LlamaCppEngine(Engine):
         text, stopped = choice.stream.push(token)
         if stopped:
             return self._finish(choice, text, "stop")
+        if choice.constraint is not None:
+            choice.constraint.observe(token, text)
+            if choice.constraint.complete:  # the grammar allows nothing more (not even more whitespace)
+                return self._finish(choice, text + choice.stream.finish(), "stop")
         if choice.generated >= choice.request.sampling.max_tokens:
             return self._finish(choice, text + choice.stream.finish(), "length")
         choice.next_token = token

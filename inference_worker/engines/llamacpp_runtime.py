@@ -16,8 +16,11 @@ from pathlib import Path
 from typing import Sequence
 
 import llama_cpp
+import numpy as np
+import torch
 
 from broker.contracts import SamplingParams
+from inference_worker.constraints import TokenConstraint, apply_masks
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +100,12 @@ class LlamaContext:
     def forget(self, seq_id: int) -> None:
         """Drop a sequence's cells from the KV cache (shared prompt cells stay while others use them)."""
         llama_cpp.llama_memory_seq_rm(self.memory, seq_id, -1, -1)
+
+    def mask_logits(self, row: int, constraint: TokenConstraint) -> None:
+        """Apply a grammar's mask, in place, to the logits llama.cpp holds for batch row `row`."""
+        pointer = llama_cpp.llama_get_logits_ith(self.ctx, row)
+        logits = torch.from_numpy(np.ctypeslib.as_array(pointer, shape=(self.vocab_size,)))  # no copy
+        apply_masks(logits.unsqueeze(0), [constraint])
 
     def sample(self, sampler: "Sampler", row: int) -> int:
         """Sample (and record, for penalties) a token from the logits of batch row `row`."""

@@ -13,10 +13,9 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def model_id() -> str:
-    """Constrained decoding runs on the transformers engine (the llama.cpp engine has no grammar
-    support yet, and its registry entry does not claim json or tools)."""
-    return "smollm2-135m-instruct-transformers"
+def model_id(engine_model_id) -> str:
+    """Constrained decoding is tested on both CPU engines."""
+    return engine_model_id
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "The current weather in a city.",

@@ -275,9 +275,27 @@ def test_a_long_prompt_is_prefilled_over_several_steps(engine, chat_tokenizer):
     assert result.tokens("running") == 8 and result.tokens("long") == 2
 
 
-def test_a_constrained_request_is_refused_not_answered_unconstrained(engine, chat_tokenizer):
-    request = EngineRequest("json", chat_tokenizer.prompt_ids(({"role": "user", "content": "hi"},)),
-                            SamplingParams(max_tokens=4), grammar="%llguidance {}\nstart: \"{}\"")
-    with pytest.raises(ValueError, match="cannot constrain"):
-        engine.add(request)
-    assert not engine.has_work
+def test_a_json_schema_constrains_the_output(engine, chat_tokenizer):
+    import json
+
+    from shared.grammars import json_schema_grammar
+
+    schema = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20},
+                                               "population": {"type": "integer"}},
+              "required": ["city", "population"], "additionalProperties": False}
+    grammar = json_schema_grammar(schema, strict=True)
+    request = EngineRequest("json", chat_tokenizer.prompt_ids(({"role": "user", "content": "Tell me about Paris."},)),
+                            SamplingParams(max_tokens=60, temperature=0.0), grammar=grammar)
+    plain = EngineRequest("plain", request.prompt_ids, SamplingParams(max_tokens=8, temperature=0.0))
+    engine.add(request)
+    engine.add(plain)  # a free request shares the batch
+    texts, reasons = defaultdict(str), {}
+    while engine.has_work:
+        for output in engine.step():
+            texts[output.request_id] += output.text
+            if output.finish_reason:
+                reasons[output.request_id] = output.finish_reason
+    assert reasons["json"] == "stop", texts["json"]
+    value = json.loads(texts["json"])
+    assert set(value) == {"city", "population"} and isinstance(value["population"], int)
+    assert texts["plain"] and not texts["plain"].lstrip().startswith("{")

@@ -10,7 +10,8 @@ import jsonschema
 import pytest
 
 from broker.contracts import SamplingParams
-from inference_worker.engines.base import EngineRequest
+from inference_worker.engines.base import Engine, EngineRequest
+from inference_worker.engines.llamacpp import LlamaCppEngine
 from inference_worker.engines.transformers_cpu import TransformersEngine
 from shared.grammars import GrammarError, json_schema_grammar
 from shared.settings import Settings
@@ -25,10 +26,11 @@ def prompt(description: str, schema: dict) -> list[dict]:
                                         f"{json.dumps(schema)}"}]
 
 
-@pytest.fixture(scope="module")
-def engine(default_spec, chat_tokenizer) -> TransformersEngine:
-    settings = Settings.from_env({}, torch_threads=1, max_batch_size=len(CORPUS["supported"]))
-    engine = TransformersEngine(default_spec, settings, chat_tokenizer)
+@pytest.fixture(scope="module", params=[LlamaCppEngine, TransformersEngine], ids=["llamacpp", "transformers"])
+def engine(request, default_spec, chat_tokenizer) -> Engine:
+    """Each CPU engine in turn: both apply the same grammars through inference_worker/constraints.py."""
+    settings = Settings.from_env({}, torch_threads=1, llamacpp_threads=1, max_batch_size=len(CORPUS["supported"]))
+    engine = request.param(default_spec, settings, chat_tokenizer)
     engine.load()
     return engine
 
