@@ -29,8 +29,9 @@ if __package__ in (None, ""):  # run as `python bench/structured.py`: make `benc
 from bench.report import describe_load, host_load, print_json_line, print_table
 from broker.contracts import SamplingParams
 from inference_worker import constraints
-from inference_worker.engines import transformers_cpu
+from inference_worker.engines import llamacpp_runtime, transformers_cpu
 from inference_worker.engines.base import EngineRequest
+from inference_worker.engines.llamacpp import LlamaCppEngine
 from inference_worker.engines.transformers_cpu import TransformersEngine
 from shared.chat_tokenizer import ChatTokenizer
 from shared.grammars import json_schema_grammar
@@ -46,6 +47,7 @@ STORY_SCHEMA = {"type": "object", "properties": {"lines": {
     "type": "array", "items": {"type": "string", "maxLength": 80}, "minItems": 50}},
     "required": ["lines"], "additionalProperties": False}
 GOAL_SLOWDOWN = 0.10
+ENGINES = {"transformers": TransformersEngine, "llamacpp": LlamaCppEngine}
 
 
 class MaskTimer:
@@ -70,6 +72,7 @@ class MaskTimer:
             self.seconds += time.perf_counter() - started
 
         transformers_cpu.apply_masks = timed_apply
+        llamacpp_runtime.apply_masks = timed_apply
         constraints.TokenConstraint.observe = timed_observe
 
 
@@ -109,6 +112,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="alternating runs of each kind per concurrency")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--torch-threads", type=int, default=None, help="default: LlamaGate's")
+    parser.add_argument("--engine", choices=sorted(ENGINES), default="transformers", help="default: %(default)s")
     args = parser.parse_args(argv)
     command = shlex.join([sys.executable, "-m", "bench.structured", *(sys.argv[1:] if argv is None else argv)])
     print(f"command: {command}")
@@ -117,11 +121,11 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     overrides = {"max_batch_size": max(args.concurrency)}
     if args.torch_threads:
-        overrides["torch_threads"] = args.torch_threads
+        overrides["torch_threads"] = overrides["llamacpp_threads"] = args.torch_threads
     settings = Settings.from_env(**overrides)
     spec = ModelRegistry.load(settings.models_file).get("smollm2-135m-instruct")
     tokenizer = ChatTokenizer.from_directory(prepare_tokenizer(spec.tokenizer, settings.cache_dir))
-    engine = TransformersEngine(spec, settings, tokenizer)
+    engine = ENGINES[args.engine](spec, settings, tokenizer)
     engine.load()
     timer = MaskTimer()
     timer.install()
