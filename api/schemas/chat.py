@@ -10,10 +10,9 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
-from api.schemas.fields import StrictBoolean, StrictFloat, StrictInteger, first_error
+from api.schemas.fields import StrictBoolean, StrictFloat, StrictInteger, load_body
 from api.schemas.tools import (MessageToolCallSchema, ResponseFormat, ResponseFormatSchema, ToolChoice,
                                ToolChoiceField, ToolSchema, check_tools, response_format_from)
-from shared.errors import InvalidRequestError
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 ROLE_ERROR = "unsupported value {input!r}; supported values are: " + ", ".join(repr(r) for r in ROLES) + "."
@@ -205,10 +204,4 @@ _SCHEMA = ChatCompletionSchema()
 
 def parse_chat_completion(body: Any) -> ChatCompletionRequest:
     """Validate a decoded JSON body; raises InvalidRequestError naming the first offending field."""
-    if not isinstance(body, dict):
-        raise InvalidRequestError("Invalid request body: expected a JSON object.", param=None)
-    try:
-        return _SCHEMA.load(body)
-    except ValidationError as exc:
-        param, message = first_error(exc.normalized_messages())
-        raise InvalidRequestError(message, param=param) from None
+    return load_body(_SCHEMA, body)

@@ -12,8 +12,7 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate
 
-from api.schemas.fields import StrictInteger, first_error
-from shared.errors import InvalidRequestError
+from api.schemas.fields import StrictInteger, load_body
 
 MAX_INPUTS = 2048  # inputs per request, as OpenAI allows
 ENCODING_FORMATS = ("float", "base64")
@@ -117,10 +116,4 @@ _SCHEMA = EmbeddingsSchema()
 
 def parse_embeddings(body: Any) -> EmbeddingsRequest:
     """Validate a decoded JSON body; raises InvalidRequestError naming the first offending field."""
-    if not isinstance(body, dict):
-        raise InvalidRequestError("Invalid request body: expected a JSON object.", param=None)
-    try:
-        return _SCHEMA.load(body)
-    except ValidationError as exc:
-        param, message = first_error(exc.normalized_messages())
-        raise InvalidRequestError(message, param=param) from None
+    return load_body(_SCHEMA, body)

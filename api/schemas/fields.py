@@ -5,7 +5,9 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
-from marshmallow import ValidationError, fields
+from marshmallow import Schema, ValidationError, fields
+
+from shared.errors import InvalidRequestError
 
 
 class StrictFloat(fields.Float):
@@ -72,3 +74,15 @@ def _describe(path: str, message: str) -> str:
     if not path:
         return message
     return f"Invalid '{path}': {message[:1].lower()}{message[1:]}"
+
+
+def load_body(schema: Schema, body: Any) -> Any:
+    """Validate a decoded JSON body with `schema`; raises InvalidRequestError naming the first
+    offending field (`messages[0].content`), as OpenAI's `param` does."""
+    if not isinstance(body, dict):
+        raise InvalidRequestError("Invalid request body: expected a JSON object.", param=None)
+    try:
+        return schema.load(body)
+    except ValidationError as exc:
+        param, message = first_error(exc.normalized_messages())
+        raise InvalidRequestError(message, param=param) from None
