@@ -40,6 +40,13 @@ class GrammarCompiler:
         model's end-of-thinking marker: the grammar governs the answer, not the thinking)."""
         return TokenConstraint(self._compile(grammar).deep_copy(), after)
 
+    def constraint_for(self, request) -> Optional["TokenConstraint"]:
+        """A choice's constraint for an EngineRequest, or None when it asks for none. Engines also
+        call it when a request arrives, so a grammar that does not compile fails there, at once."""
+        if request.grammar is None:
+            return None
+        return self.constraint(request.grammar, after=request.grammar_after)
+
     def _compile(self, grammar: str) -> LLMatcher:
         key = hashlib.sha256(grammar.encode()).hexdigest()
         matcher = self._compiled.get(key)

@@ -108,8 +108,7 @@ class LlamaCppEngine(Engine):
         return len(self._queue)
 
     def add(self, request: EngineRequest) -> None:
-        if request.grammar is not None:
-            self.grammars.constraint(request.grammar)  # compiles (and caches) now: a bad grammar fails here
+        self.grammars.constraint_for(request)  # compiles (and caches) now: a bad grammar fails here
         self._queue.append(request)
 
     def abort(self, request_id: str) -> None:
@@ -161,7 +160,7 @@ class LlamaCppEngine(Engine):
             self._queue.popleft()
             choices = [_Choice(request, index, self._free_seq_ids.pop(), sampler,
                                TextStream(self.tokenizer.decode, request.sampling.stop),
-                               constraint=self._constraint_for(request))
+                               constraint=self.grammars.constraint_for(request))
                        for index, sampler in enumerate(samplers)]
             self._reserved[request.request_id] = needed
             self._prefills.append(_Prefill(request, choices, needed))
@@ -191,11 +190,6 @@ class LlamaCppEngine(Engine):
             # Forbidden tokens get -inf in the context's own logits row, before the sampler chain reads it.
             self.context.mask_logits(row, choice.constraint)
         return self.context.sample(choice.sampler, row)
-
-    def _constraint_for(self, request: EngineRequest) -> TokenConstraint | None:
-        if request.grammar is None:
-            return None
-        return self.grammars.constraint(request.grammar, after=request.grammar_after)
 
     def _accept(self, choice: _Choice, token: int) -> ChoiceOutput:
         """Apply a sampled token to its choice: text to emit, and whether the choice has ended."""

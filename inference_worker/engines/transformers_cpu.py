@@ -98,8 +98,7 @@ class TransformersEngine(Engine):
         return len(self._queue)
 
     def add(self, request: EngineRequest) -> None:
-        if request.grammar is not None:
-            self.grammars.constraint(request.grammar)  # compiles (and caches) now: a bad grammar fails here
+        self.grammars.constraint_for(request)  # compiles (and caches) now: a bad grammar fails here
         self._queue.append(request)
 
     def abort(self, request_id: str) -> None:
@@ -141,7 +140,7 @@ class TransformersEngine(Engine):
             for index in range(request.n):
                 choice = _Choice(request, index, ChoiceSampler(request.sampling, index, vocab),
                                  TextStream(self.tokenizer.decode, request.sampling.stop),
-                                 self._constraint_for(request))
+                                 self.grammars.constraint_for(request))
                 row_logits = logits[row:row + 1]
                 if choice.constraint is not None:
                     row_logits = row_logits.clone()  # the request's other choices sample from this row too
@@ -188,11 +187,6 @@ class TransformersEngine(Engine):
         choice.sampler.observe(token)
         choice.next_token = token
         return ChoiceOutput(request_id, index, text, 1, None)
-
-    def _constraint_for(self, request: EngineRequest) -> TokenConstraint | None:
-        if request.grammar is None:
-            return None
-        return self.grammars.constraint(request.grammar, after=request.grammar_after)
 
     def _keep(self, choices: list[_Choice]) -> None:
         """Shrink the batch to `choices` (which must be in batch order)."""
