@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 CAPABILITIES = frozenset({"chat", "tools", "json", "vision", "embeddings", "reasoning"})
-ENGINES = frozenset({"llamacpp", "transformers", "benchmark", "exllamav2", "sentence-transformers"})
+ENGINES = frozenset({"llamacpp", "transformers", "benchmark", "exllamav3", "exllamav2", "sentence-transformers"})
 MICRO_DOLLARS_PER_DOLLAR = 1_000_000
 
 
