@@ -186,6 +186,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--profile", action="store_true", help="profile single-stream decode first")
+    parser.add_argument("--exl3-bits", type=int, help="decoder weights in EXL3 at this many bits per weight")
     args = parser.parse_args()
 
     import redis
@@ -204,7 +205,9 @@ def main() -> None:
     print(f"device-to-device copy: {report['bandwidth_bytes_per_s'] / 1e12:.2f} TB/s (read + write)", flush=True)
 
     started = time.monotonic()
-    model_dir = random_llama_dir(args.work / "llama-3.1-8b-shapes-random-fp16")
+    name = f"exl3-{args.exl3_bits}bpw" if args.exl3_bits else "fp16"
+    model_dir = random_llama_dir(args.work / f"llama-3.1-8b-shapes-random-{name}", exl3_bits=args.exl3_bits)
+    report["weights"] = name
     report["model_build_s"] = round(time.monotonic() - started, 1)
     files = sum(p.stat().st_size for p in model_dir.glob("*.safetensors"))
     embedding = LLAMA_31_8B["vocab_size"] * LLAMA_31_8B["hidden_size"] * 2

@@ -56,8 +56,14 @@ def smollm2_hf_dir(gguf: Path, out_dir: Path) -> Path:
     return out_dir
 
 
-def random_llama_dir(out_dir: Path, shapes: dict = LLAMA_31_8B, shard_bytes: int = 4 << 30) -> Path:
-    """Write the random model (about 16 GB for the 8B shapes); done once per machine."""
+def random_llama_dir(out_dir: Path, shapes: dict = LLAMA_31_8B, shard_bytes: int = 4 << 30,
+                     exl3_bits: int | None = None) -> Path:
+    """Write the random model (about 16 GB for the 8B shapes in FP16); done once per machine.
+
+    With `exl3_bits`, every linear layer of the decoder is stored in ExLlamaV3's EXL3 format
+    instead (random trellis codes at that many bits per weight, random sign/scale vectors): what
+    the quantizer would write, without the hours of quantizing; the values do not change the
+    speed. The output layer stays FP16 so that its end-of-sequence rows can be zero."""
     if (out_dir / "model.safetensors.index.json").exists():
         return out_dir
     import torch
@@ -89,6 +95,20 @@ def random_llama_dir(out_dir: Path, shapes: dict = LLAMA_31_8B, shard_bytes: int
             shard, shard_size, index = {}, 0, index + 1
 
     for name, shape in tensors:
+        if exl3_bits and len(shape) == 2 and name.startswith("model.layers."):
+            out_features, in_features = shape
+            key = name[:-len(".weight")]
+            signs = lambda n: (torch.randint(0, 2, (n,), device="cuda", generator=generator) * 2 - 1).half()  # noqa: E731
+            parts = {key + ".suh": signs(in_features).cpu(), key + ".svh": (signs(out_features) * 0.02).cpu(),
+                     key + ".trellis": torch.randint(-32768, 32767, (in_features // 16, out_features // 16,
+                                                                     16 * exl3_bits), device="cuda",
+                                                     dtype=torch.int16, generator=generator).cpu()}
+            for part, tensor in parts.items():
+                shard[part] = tensor
+                shard_size += tensor.numel() * tensor.element_size()
+            if shard_size >= shard_bytes:
+                flush()
+            continue
         if len(shape) == 1:
             tensor = torch.ones(shape, dtype=torch.float16)
         else:
