@@ -160,6 +160,9 @@ class GenerationLoop:
             try:
                 self.engine.add(EngineRequest(job.request_id, prompt_ids, job.sampling, job.n,
                                               grammar=job.grammar, grammar_after=job.grammar_after))
+            except LlamaGateError as exc:  # a request this engine can never run (too big for its cache)
+                self._finish_with_error(active, exc)
+                return None
             except ValueError as exc:  # a grammar this engine cannot enforce: never run unconstrained
                 self._finish_with_error(active, InvalidRequestError(str(exc), param="response_format"))
                 return None

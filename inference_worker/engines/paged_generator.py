@@ -23,6 +23,7 @@ from typing import Any
 from inference_worker.constraints import GrammarCompiler, TokenConstraint
 from inference_worker.engines.base import ChoiceOutput, Engine, EngineRequest
 from inference_worker.engines.gpu import pages_for
+from shared.errors import ContextLengthExceededError
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +85,10 @@ class PagedGeneratorEngine(Engine):
         if self._tokens_needed(request) > self.cache_capacity:
             # The loop already refuses requests beyond the context length, and load() makes the
             # cache hold at least one of those; only a wide `n` gets here.
-            raise ValueError(f"this request needs {self._tokens_needed(request)} tokens of KV cache; "
-                             f"this worker has {self.cache_capacity}")
+            raise ContextLengthExceededError(
+                f"This request needs {self._tokens_needed(request)} tokens of KV cache ({request.n} choices of "
+                f"prompt + max_tokens); this model's workers hold {self.cache_capacity}. Lower 'n' or 'max_tokens'.",
+                param="n")
         self._waiting.append(request)
 
     def abort(self, request_id: str) -> None:

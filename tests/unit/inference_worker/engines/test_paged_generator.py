@@ -16,6 +16,7 @@ import torch
 from broker.contracts import SamplingParams
 from inference_worker.engines.base import EngineRequest
 from inference_worker.engines.paged_generator import PagedGeneratorEngine
+from shared.errors import ContextLengthExceededError
 from shared.settings import Settings
 
 
@@ -157,8 +158,9 @@ def test_abort_cancels_running_jobs_and_drops_waiting_ones(default_spec, chat_to
 
 def test_a_request_larger_than_the_whole_cache_is_refused_at_once(default_spec, chat_tokenizer):
     engine = make_engine(default_spec, chat_tokenizer, cache_capacity=512)
-    with pytest.raises(ValueError, match="KV cache"):
+    with pytest.raises(ContextLengthExceededError, match="KV cache") as refusal:
         engine.add(request("a", prompt_tokens=300, max_tokens=300))
+    assert refusal.value.status == 400
 
 
 def test_a_grammar_is_refused_when_the_tokenizer_has_no_grammar_support(default_spec, chat_tokenizer):
