@@ -79,7 +79,11 @@ class TokenConstraint:
         return self._waiting_for is None
 
     def fill_mask(self, bitmask: torch.Tensor, row: int) -> None:
-        """Write the allowed next tokens into `bitmask[row]` (llguidance's packed int32 layout)."""
+        """Write the allowed next tokens into `bitmask[row]` (llguidance's packed int32 layout);
+        every token while the constraint has not started (a reasoning model still thinking)."""
+        if not self.active:
+            bitmask[row].fill_(-1)
+            return
         llguidance.torch.fill_next_token_bitmask(self._matcher, bitmask, row)
 
     def observe(self, token: int, text: str) -> None:

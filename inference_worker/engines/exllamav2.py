@@ -17,7 +17,7 @@ import torch
 
 from inference_worker.constraints import TokenConstraint
 from inference_worker.engines.base import EngineRequest
-from inference_worker.engines.gpu import GpuUnavailableError, cache_tokens, kv_shape_of, require_cuda, weights_bytes
+from inference_worker.engines.gpu import GpuUnavailableError, require_cuda
 from inference_worker.engines.paged_generator import PagedGeneratorEngine
 
 log = logging.getLogger(__name__)
@@ -48,10 +48,7 @@ class ExLlamaV2Engine(PagedGeneratorEngine):
         config.max_attention_size = chunk ** 2
         model = ExLlamaV2(config)
         if paged:
-            free, _ = torch.cuda.mem_get_info()
-            self.cache_capacity = cache_tokens(free - weights_bytes(directory), kv_shape_of(directory),
-                                               self.page_size, self.settings.gpu_memory_fraction,
-                                               self.spec.context_length, self.settings.gpu_cache_tokens)
+            self.cache_capacity = self.size_cache(directory)
         else:
             # Unpaged: one sequence, in a cache exactly as long as the context.
             self.max_sequences = 1
@@ -93,15 +90,6 @@ class ExLlamaV2Engine(PagedGeneratorEngine):
                                    seed=self.seed_for(request, index), stop_conditions=self.stop_conditions(request),
                                    filters=filters, identifier=(request.request_id, index))
 
-    def _enqueue(self, job) -> None:
-        self.generator.enqueue(job)
-
-    def _cancel(self, job) -> None:
-        self.generator.cancel(job)
-
-    def _iterate(self) -> list[dict]:
-        return self.generator.iterate()
-
 
 @functools.cache
 def _constraint_filter_class():
@@ -135,10 +123,7 @@ def _constraint_filter_class():
             return True
 
         def prepare_logit_mask(self) -> bool:
-            if self.constraint.active:
-                self.constraint.fill_mask(self.bitmask, 0)
-            else:
-                self.bitmask.fill_(-1)
+            self.constraint.fill_mask(self.bitmask, 0)
             return True
 
         def mask_logits(self, logits: torch.Tensor) -> torch.Tensor:

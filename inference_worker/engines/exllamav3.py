@@ -16,7 +16,7 @@ import torch
 
 from inference_worker.constraints import TokenConstraint
 from inference_worker.engines.base import EngineRequest
-from inference_worker.engines.gpu import cache_tokens, kv_shape_of, require_cuda, weights_bytes
+from inference_worker.engines.gpu import require_cuda
 from inference_worker.engines.paged_generator import PagedGeneratorEngine
 
 log = logging.getLogger(__name__)
@@ -37,12 +37,8 @@ class ExLlamaV3Engine(PagedGeneratorEngine):
         started = time.monotonic()
         config = exllamav3.Config.from_directory(str(directory))
         model = exllamav3.Model.from_config(config)
-        # The cache must exist before the weights load (they are allocated together), so its size
-        # comes from the free memory less what the weight files will take.
-        free, _ = torch.cuda.mem_get_info()
-        self.cache_capacity = cache_tokens(free - weights_bytes(directory), kv_shape_of(directory),
-                                           self.page_size, self.settings.gpu_memory_fraction,
-                                           self.spec.context_length, self.settings.gpu_cache_tokens)
+        # The cache must exist before the weights load (they are allocated together).
+        self.cache_capacity = self.size_cache(directory)
         cache = exllamav3.Cache(model, max_num_tokens=self.cache_capacity)
         model.load()
         self.library_tokenizer = exllamav3.Tokenizer.from_config(config)
@@ -87,20 +83,11 @@ class ExLlamaV3Engine(PagedGeneratorEngine):
             sampler = ComboSampler(temperature=sampling.temperature, top_p=sampling.top_p,
                                    pres_p=sampling.presence_penalty, freq_p=sampling.frequency_penalty)
         filters = [_constraint_filter_class()(self.library_tokenizer, constraint, self._pieces,
-                                    self.grammars.vocab_size)] if constraint is not None else None
+                                              self.grammars.vocab_size)] if constraint is not None else None
         return Job(input_ids=torch.tensor([request.prompt_ids], dtype=torch.long),
                    max_new_tokens=sampling.max_tokens, sampler=sampler, seed=self.seed_for(request, index),
                    stop_conditions=self.stop_conditions(request), filters=filters,
                    identifier=(request.request_id, index))
-
-    def _enqueue(self, job) -> None:
-        self.generator.enqueue(job)
-
-    def _cancel(self, job) -> None:
-        self.generator.cancel(job)
-
-    def _iterate(self) -> list[dict]:
-        return self.generator.iterate()
 
 
 @functools.cache
@@ -126,10 +113,7 @@ def _constraint_filter_class():
             self.constraint.observe(token, self.pieces[token] if token < len(self.pieces) else "")
 
         def get_next_logit_mask(self) -> torch.Tensor:
-            if self.constraint.active:
-                self.constraint.fill_mask(self.bitmask, 0)
-            else:  # still thinking: every token allowed
-                self.bitmask.fill_(-1)
+            self.constraint.fill_mask(self.bitmask, 0)
             return self.bitmask
 
         def is_completed(self) -> bool:

@@ -22,7 +22,7 @@ from typing import Any
 
 from inference_worker.constraints import GrammarCompiler, TokenConstraint
 from inference_worker.engines.base import ChoiceOutput, Engine, EngineRequest
-from inference_worker.engines.gpu import pages_for
+from inference_worker.engines.gpu import cache_tokens, kv_shape_of, pages_for, weights_bytes
 from shared.errors import ContextLengthExceededError
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,7 @@ class PagedGeneratorEngine(Engine):
         self.cache_capacity = 0  # tokens; set by load()
         self.stop_token_ids: list[int] = []
         self.grammars: GrammarCompiler | None = None
+        self.generator: Any = None  # the library's generator; set by load()
 
     # --- what each library provides ----------------------------------------------------------
 
@@ -58,14 +59,15 @@ class PagedGeneratorEngine(Engine):
     def _new_job(self, request: EngineRequest, index: int, constraint: TokenConstraint | None) -> Any:
         """A library job for one choice of `request`, identified by (request_id, index)."""
 
-    @abstractmethod
-    def _enqueue(self, job: Any) -> None: ...
+    # Both libraries' generators take and return the same things under the same names.
+    def _enqueue(self, job: Any) -> None:
+        self.generator.enqueue(job)
 
-    @abstractmethod
-    def _cancel(self, job: Any) -> None: ...
+    def _cancel(self, job: Any) -> None:
+        self.generator.cancel(job)
 
-    @abstractmethod
-    def _iterate(self) -> list[dict]: ...
+    def _iterate(self) -> list[dict]:
+        return self.generator.iterate()
 
     # --- the Engine interface ----------------------------------------------------------------
 
@@ -166,6 +168,15 @@ class PagedGeneratorEngine(Engine):
         if all(c.job is None for c in self._running[request_id]):
             del self._running[request_id]
             self._reserved.pop(request_id, None)
+
+    def size_cache(self, directory) -> int:
+        """KV cache tokens for this worker, from the GPU's free memory less the weights to load."""
+        import torch
+
+        free, _ = torch.cuda.mem_get_info()
+        return cache_tokens(free - weights_bytes(directory), kv_shape_of(directory), self.page_size,
+                            self.settings.gpu_memory_fraction, self.spec.context_length,
+                            self.settings.gpu_cache_tokens)
 
     def seed_for(self, request: EngineRequest, index: int) -> int | None:
         """Each choice of a seeded request samples its own reproducible sequence."""
