@@ -488,3 +488,25 @@ def second_image_server():
     server = ImageServer("127.0.0.2")
     yield server
     server.close()
+
+
+TINY_VLM = "tiny-llava"
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm_dir(tmp_path_factory) -> Path:
+    """A tiny random-weight LLaVA (see tests/tiny_vlm.py), built once per session."""
+    from tiny_vlm import build_tiny_llava
+
+    return build_tiny_llava(tmp_path_factory.mktemp("tiny-llava"))
+
+
+@pytest.fixture(scope="session")
+def vision_models_file(tiny_vlm_dir, tmp_path_factory) -> Path:
+    """The default registry plus the tiny LLaVA (as `tiny-llava`), for stacks that serve it."""
+    from shared.settings import DEFAULT_MODELS_FILE
+    from tiny_vlm import registry_entry
+
+    path = tmp_path_factory.mktemp("registry") / "models.toml"
+    path.write_text(DEFAULT_MODELS_FILE.read_text() + registry_entry(TINY_VLM, tiny_vlm_dir))
+    return path
