@@ -77,6 +77,10 @@ class ChatTokenizer:
         return self.token_id(self.special_tokens.get("eos_token"))
 
 
+def has_images(content: Any) -> bool:
+    return isinstance(content, list) and any(part.get("type") == "image" for part in content)
+
+
 def message_text(content: Any) -> str:
     """The text of a message's content: a string, or the text parts of an array joined by newlines."""
     if content is None:
@@ -91,7 +95,10 @@ def _template_message(message: dict[str, Any]) -> dict[str, Any]:
     rendered = dict(message)
     # OpenAI's "developer" role is the newer name of "system"; templates know only the latter.
     rendered["role"] = "system" if role == "developer" else role
-    rendered["content"] = message_text(message.get("content"))
+    content = message.get("content")
+    # Vision templates take content parts ({"type": "image"} where each image goes); other messages
+    # are plain text, which every template understands.
+    rendered["content"] = [dict(part) for part in content] if has_images(content) else message_text(content)
     if message.get("tool_calls"):
         # Templates that render tool calls expect the arguments as a mapping, not a JSON string.
         rendered["tool_calls"] = [dict(call, function=dict(call["function"], arguments=arguments_object(
