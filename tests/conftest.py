@@ -315,6 +315,13 @@ def stack_factory(tmp_path_factory, broker_url, redis_url):
         yield make
 
 
+@pytest.fixture(scope="module")
+def module_stack_factory(tmp_path_factory, broker_url, redis_url):
+    """Stacks torn down at the end of the test module."""
+    with _stacks(tmp_path_factory, broker_url, redis_url) as make:
+        yield make
+
+
 @pytest.fixture
 def make_stack(tmp_path_factory, broker_url, redis_url):
     """Stacks torn down at the end of the test."""
