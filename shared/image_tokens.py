@@ -27,6 +27,10 @@ class ImageTokenRule(ABC):
     def image_text(self, width: int, height: int, detail: str = "auto") -> str:
         """The text an image's placeholder becomes (what the processor writes)."""
 
+    @abstractmethod
+    def describe(self) -> str:
+        """What an image costs in prompt tokens, in a few words (for the pricing page)."""
+
     def expand(self, prompt: str, sizes: Sequence[tuple[int, int, str]]) -> str:
         """The prompt with each placeholder, in order, replaced by its image's text.
 
@@ -55,6 +59,9 @@ class FixedImageTokens(ImageTokenRule):
 
     def image_text(self, width: int, height: int, detail: str = "auto") -> str:
         return self.placeholder * self.tokens_per_image
+
+    def describe(self) -> str:
+        return f"{self.tokens_per_image:,} tokens per image"
 
     @classmethod
     def for_llava(cls, config: dict[str, Any], processor: dict[str, Any], image_processor: dict[str, Any]

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from typing import Optional
 
 from flask import Blueprint, current_app, render_template, request
 
 from api.accounts.money import dollars_to_micros
 from api.web.model_catalogue import model_rows
+from shared.image_tokens import UnsupportedVisionModel
+from shared.registry import ModelSpec
+
+log = logging.getLogger(__name__)
 
 blueprint = Blueprint("pages", __name__)
 
@@ -63,5 +69,14 @@ def docs() -> str:
 def pricing() -> str:
     runtime = current_app.extensions["llamagate"]
     serving = runtime.directory.served_models() if runtime.directory.fresh else set()
-    return render_template("pricing.html", models=model_rows(runtime.registry, serving),
+    return render_template("pricing.html", models=model_rows(runtime.registry, serving, image_tokens),
                            signup_credit=signup_credit_micros())
+
+
+def image_tokens(spec: ModelSpec) -> Optional[str]:
+    """What an image costs on a vision model, from its image-token rule (None where unreadable)."""
+    try:
+        return current_app.extensions["llamagate"].image_token_rule(spec).describe()
+    except (OSError, UnsupportedVisionModel) as exc:
+        log.warning("image-token rule unavailable", extra={"model": spec.id, "error": repr(exc)})
+        return None

@@ -37,6 +37,19 @@ def test_pricing_lists_every_model_with_prices_and_badges(client, registry, runt
     assert "offline" in benchmark
 
 
+def test_pricing_shows_a_vision_model_with_its_badge_and_image_cost(client, runtime, vision_models_file):
+    from shared.registry import ModelRegistry
+
+    runtime.registry = ModelRegistry.load(vision_models_file)
+    page = client.get("/pricing").get_data(as_text=True)
+    row = re.search(r'<tr data-model="tiny-llava">(.*?)</tr>', page, re.S).group(1)
+    assert '<span class="badge badge-vision">Vision</span>' in row and "Vision chat" in row
+    assert "Images: 16 tokens per image" in row
+    smollm = re.search(r'<tr data-model="smollm2-135m-instruct">(.*?)</tr>', page, re.S).group(1)
+    assert "badge-vision" not in smollm and "Images:" not in smollm
+    assert "How are images priced?" in page
+
+
 def test_unknown_pages_are_html_and_unknown_api_paths_are_openai_json(client):
     page = client.get("/no-such-page")
     assert page.status_code == 404 and page.mimetype == "text/html"
