@@ -61,8 +61,10 @@ def default_rate_limits() -> RateLimitSummary:
 @blueprint.get("/docs")
 def docs() -> str:
     settings = current_app.extensions["llamagate"].settings
+    images = {"max_per_request": settings.max_images_per_request, "max_bytes": settings.image_max_bytes,
+              "max_pixels": settings.image_max_pixels, "fetch": settings.image_fetch_enabled}
     return render_template("docs.html", base_url=api_base_url(), model=settings.demo_model,
-                           signup_credit=signup_credit_micros(), limits=default_rate_limits())
+                           signup_credit=signup_credit_micros(), limits=default_rate_limits(), images=images)
 
 
 @blueprint.get("/pricing")

@@ -25,6 +25,27 @@ def test_docs_use_this_deployments_base_url_and_cover_every_topic(client):
         assert f'<section id="{section}">' in page, section
 
 
+def test_docs_explain_images_with_this_deployments_limits(client, runtime):
+    page = client.get("/docs").get_data(as_text=True)
+    vision = page[page.index('<section id="vision">'):]
+    vision = vision[:vision.index("</section>")]
+    assert "up to 8 per request" in vision and "10,485,760 bytes" in vision and "25,000,000 pixels" in vision
+    assert "data:image/png;base64," in vision and "http(s)" in vision
+    assert "Not available yet" not in vision
+
+
+def test_docs_leave_out_image_urls_where_fetching_is_off(tmp_path, runtime):
+    import dataclasses
+
+    from api.app import create_app
+
+    settings = dataclasses.replace(runtime.settings, image_fetch_enabled=False)
+    runtime.settings = settings
+    page = create_app(settings, runtime).test_client().get("/docs").get_data(as_text=True)
+    vision = page[page.index('<section id="vision">'):page.index('<section id="embeddings">')]
+    assert "http(s)" not in vision and "data URL" in vision
+
+
 def test_pricing_lists_every_model_with_prices_and_badges(client, registry, runtime):
     page = client.get("/pricing").get_data(as_text=True)
     assert "Start with $5.00" in page
