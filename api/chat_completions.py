@@ -127,10 +127,11 @@ def count_prompt_tokens(runtime: Runtime, spec: ModelSpec, messages: Sequence[di
     """The prompt's tokens as the worker will count them: the rendered chat template, each image's
     placeholder expanded to the image's tokens by the model's image-token rule."""
     tokenizer = runtime.tokenizer(spec)
+    content_parts = spec.supports("vision")  # vision templates take every message as content parts
     try:
         if not images:
-            return len(tokenizer.prompt_ids(messages, tools))
-        rendered = tokenizer.render(messages, tools)
+            return len(tokenizer.prompt_ids(messages, tools, content_parts))
+        rendered = tokenizer.render(messages, tools, content_parts)
     except jinja2.TemplateError as exc:
         # Chat templates reject some conversations (e.g. roles that do not alternate).
         raise InvalidRequestError(f"The model's chat template rejected these messages: {exc}",

@@ -15,12 +15,13 @@ IMAGE_SIZE = 56
 PATCH_SIZE = 14
 TOKENS_PER_IMAGE = (IMAGE_SIZE // PATCH_SIZE) ** 2  # one per patch; the CLS feature is dropped ("default")
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>"]
+# Like the templates llava-hf checkpoints ship, it takes content only as a list of parts: a plain
+# string would render as nothing, so LlamaGate must hand every message over as parts.
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
     "{% for part in message['content'] %}"
     "{% if part['type'] == 'image' %}<image>\n{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
-    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% endfor %}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 CORPUS = [

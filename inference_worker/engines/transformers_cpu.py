@@ -110,9 +110,12 @@ class TransformersEngine(Engine):
 
     def prompt(self, messages: tuple[dict[str, Any], ...], tools: tuple[dict[str, Any], ...] = (),
                images: Sequence[DecodedImage] = ()) -> Prompt:
-        if not images or self.vision is None:
+        if self.vision is None:
             return super().prompt(messages, tools, images)
-        return self.vision.prompt(self.tokenizer.render(messages, tools), images)
+        text = self.tokenizer.render(messages, tools, content_parts=True)
+        if not images:
+            return Prompt(self.tokenizer.encode(text))
+        return self.vision.prompt(text, images)
 
     def add(self, request: EngineRequest) -> None:
         self.grammars.constraint_for(request)  # compiles (and caches) now: a bad grammar fails here

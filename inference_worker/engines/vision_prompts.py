@@ -32,6 +32,7 @@ class VisionPrompts:
         from transformers import AutoProcessor
 
         prompts = cls(AutoProcessor.from_pretrained(str(directory)), image_token_rule(directory), tokenizer)
+        prompts.check_template()
         prompts.check_rule()
         return prompts
 
@@ -46,6 +47,16 @@ class VisionPrompts:
         model_inputs = {key: value for key, value in inputs.items()
                         if key not in TEXT_KEYS and isinstance(value, torch.Tensor)}
         return Prompt(ids, model_inputs)
+
+    def check_template(self) -> None:
+        """Refuse a chat template that does not place images where the messages have them (or that
+        loses the text around them): its answers would be about pictures it never saw."""
+        probe = "Describe the picture in one word."
+        text = self.tokenizer.render([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": probe}]}],
+                                     content_parts=True)
+        if text.count(self.rule.placeholder) != 1 or probe not in text:
+            raise RuntimeError(f"the model's chat template does not place an image as {self.rule.placeholder!r} "
+                               "beside the text of a message; it cannot be served with images")
 
     def check_rule(self) -> None:
         """Refuse to serve a model whose processor counts image tokens differently from the rule the

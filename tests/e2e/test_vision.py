@@ -106,7 +106,8 @@ def expected_prompt_tokens(vision_models_file):
         templated = [dict(m, content=[{"type": "image"} if p["type"] == "image_url" else p for p in m["content"]])
                      for m in messages]
         images = sum(p["type"] == "image_url" for m in messages for p in m["content"])
-        return len(tokenizer.encode(rule.expand(tokenizer.render(templated), [(0, 0, "auto")] * images)))
+        rendered = tokenizer.render(templated, content_parts=True)
+        return len(tokenizer.encode(rule.expand(rendered, [(0, 0, "auto")] * images)))
 
     return count
 

@@ -63,21 +63,34 @@ def picture(width: int, height: int) -> RequestImage:
     return RequestImage(b"", "image/png", width, height, "auto", "messages[0].content[0]")
 
 
-def test_each_image_counts_as_its_tokens(tiny_vlm_dir, default_spec):
+@pytest.fixture
+def vision_spec(default_spec):
+    return dataclasses.replace(default_spec, capabilities=frozenset({"chat", "vision"}))
+
+
+def test_each_image_counts_as_its_tokens(tiny_vlm_dir, vision_spec):
     from tiny_vlm import TOKENS_PER_IMAGE
 
     runtime = VisionRuntime(tiny_vlm_dir)
     text_only = [{"role": "user", "content": [{"type": "text", "text": "Which is larger?"}]}]
     with_two = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Which is larger?"},
                                              {"type": "image"}]}]
-    base = count_prompt_tokens(runtime, default_spec, text_only)
-    counted = count_prompt_tokens(runtime, default_spec, with_two, (), [picture(640, 480), picture(20, 900)])
+    base = count_prompt_tokens(runtime, vision_spec, text_only)
+    counted = count_prompt_tokens(runtime, vision_spec, with_two, (), [picture(640, 480), picture(20, 900)])
     newlines = 2  # the template writes "<image>\n" for each image
     assert counted == base + 2 * TOKENS_PER_IMAGE + newlines
 
 
-def test_images_the_template_does_not_place_are_refused(tiny_vlm_dir, default_spec):
+def test_a_vision_models_text_is_counted_as_content_parts(tiny_vlm_dir, vision_spec):
+    # The template renders only content parts; counted as plain strings, the text would vanish.
+    runtime = VisionRuntime(tiny_vlm_dir)
+    short = count_prompt_tokens(runtime, vision_spec, [{"role": "user", "content": "Hi"}])
+    long = count_prompt_tokens(runtime, vision_spec, [{"role": "user", "content": "Hi " * 50}])
+    assert long > short + 40
+
+
+def test_images_the_template_does_not_place_are_refused(tiny_vlm_dir, vision_spec):
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Hi"}]}]
     with pytest.raises(InvalidRequestError) as caught:
-        count_prompt_tokens(VisionRuntime(tiny_vlm_dir), default_spec, messages, (), [picture(1, 1)] * 2)
+        count_prompt_tokens(VisionRuntime(tiny_vlm_dir), vision_spec, messages, (), [picture(1, 1)] * 2)
     assert caught.value.param == "messages" and "placed 1 image" in caught.value.message

@@ -246,3 +246,14 @@ def test_messages_with_images_reach_the_template_as_parts_and_others_as_text(bar
 
 def test_message_text_leaves_images_out():
     assert message_text([{"type": "image"}, {"type": "text", "text": "caption"}]) == "caption"
+
+
+def test_content_parts_hand_every_message_over_as_parts(bare_tokenizer_dir):
+    (bare_tokenizer_dir / "chat_template.jinja").write_text(
+        "{% for m in messages %}[{{ m.role }}:{% for p in m.content %}{{ p.type }}={{ p.text }};{% endfor %}]"
+        "{% endfor %}")
+    tokenizer = ChatTokenizer.from_directory(bare_tokenizer_dir)
+    messages = [{"role": "developer", "content": "Be brief."}, {"role": "user", "content": [{"type": "text",
+                                                                                        "text": "a"}]},
+                {"role": "assistant", "content": None}]
+    assert tokenizer.render(messages, content_parts=True) == "[system:text=Be brief.;][user:text=a;][assistant:]"

@@ -95,7 +95,8 @@ def test_the_prompt_holds_the_image_tokens_the_api_counts(engine, tokenizer, tin
     assert prompt.ids.count(image_token_id) == 2 * TOKENS_PER_IMAGE
     # The API's count: the rendered template, placeholders expanded by the model's rule, tokenized.
     rule = image_token_rule(tiny_vlm_dir)
-    counted = tokenizer.encode(rule.expand(tokenizer.render(messages), [(64, 48, "auto"), (30, 90, "auto")]))
+    rendered = tokenizer.render(messages, content_parts=True)
+    counted = tokenizer.encode(rule.expand(rendered, [(64, 48, "auto"), (30, 90, "auto")]))
     assert prompt.ids == counted
     assert tuple(prompt.model_inputs["pixel_values"].shape) == (2, 3, 56, 56)
 
@@ -129,10 +130,34 @@ def test_in_a_batch_each_request_sees_its_own_images(engine, first_logits):
 
 
 def test_a_conversation_without_images_needs_no_processor(engine, tokenizer):
-    messages = ({"role": "user", "content": "Hello"},)
+    messages = ({"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"})
     prompt = engine.prompt(messages, (), [])
-    assert prompt.ids == tokenizer.prompt_ids(messages) and not prompt.model_inputs
+    assert prompt.ids == tokenizer.prompt_ids(messages, content_parts=True) and not prompt.model_inputs
+    # The template takes only content parts: plain strings are handed over as text parts.
+    text = tokenizer._tokenizer.decode(prompt.ids, skip_special_tokens=False)
+    assert "Be brief." in text and "Hello" in text
     assert run(engine, request(engine, 30, messages)).keys() == {"r30"}
+
+
+def test_text_beside_images_in_other_messages_reaches_the_prompt(engine, tokenizer):
+    messages = ({"role": "system", "content": "You describe images."},
+                {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is it?"}]},
+                {"role": "assistant", "content": "A square."}, {"role": "user", "content": "Sure?"})
+    text = tokenizer._tokenizer.decode(engine.prompt(messages, (), [RED]).ids, skip_special_tokens=False)
+    for words in ("You describe images.", "What is it?", "A square.", "Sure?"):
+        assert words in text
+
+
+def test_a_template_that_cannot_place_images_is_refused_at_load(engine, tiny_vlm_dir, tmp_path):
+    import shutil
+
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(tiny_vlm_dir / name, tmp_path / name)
+    (tmp_path / "chat_template.jinja").write_text(  # a text model's template: content as a string
+        "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}")
+    prompts = VisionPrompts(engine.vision.processor, engine.vision.rule, ChatTokenizer.from_directory(tmp_path))
+    with pytest.raises(RuntimeError, match="does not place an image"):
+        prompts.check_template()
 
 
 def test_a_prompt_placing_fewer_images_than_given_is_refused(engine):
