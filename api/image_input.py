@@ -23,7 +23,7 @@ from api.schemas.chat import image_parts
 from broker.contracts import JobImage
 from broker.naming import image_key
 from shared.errors import InvalidRequestError
-from shared.images import MEDIA_TYPES, SUPPORTED, DecodedImage, ImageError, ImageLimits, decode_image, too_large
+from shared.images import MEDIA_TYPES, SUPPORTED, CheckedImage, ImageError, ImageLimits, check_image, too_large
 from shared.registry import ModelSpec
 from shared.settings import Settings
 
@@ -74,7 +74,7 @@ def load_request_images(messages: list[dict[str, Any]], spec: ModelSpec, setting
 
 
 def _loader(param: str, url: str, limits: ImageLimits, settings: Settings,
-            fetcher: Optional[ImageFetcher]) -> Callable[[], tuple[bytes, DecodedImage]]:
+            fetcher: Optional[ImageFetcher]) -> Callable[[], tuple[bytes, CheckedImage]]:
     """What loads one image; refusals that need no I/O happen now, in request order."""
     url_param = f"{param}.image_url.url"
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
@@ -86,7 +86,7 @@ def _loader(param: str, url: str, limits: ImageLimits, settings: Settings,
             raise InvalidRequestError("This server does not fetch image URLs; send the image as a base64 data URL "
                                       "(data:image/png;base64,...).", param=url_param, code="invalid_image_url")
 
-        def fetch_and_decode() -> tuple[bytes, DecodedImage]:
+        def fetch_and_decode() -> tuple[bytes, CheckedImage]:
             try:
                 fetched = fetcher.fetch(url)
             except ImageError as exc:
@@ -118,25 +118,40 @@ def _data_url_bytes(url: str, max_bytes: int, param: str) -> bytes:
                                   code="invalid_image_url") from None
 
 
-def _decode(data: bytes, limits: ImageLimits, param: str) -> DecodedImage:
+def _decode(data: bytes, limits: ImageLimits, param: str) -> CheckedImage:
     """Decode in gevent's thread pool: Pillow releases the GIL, so the process keeps serving streams."""
+    outcome = gevent.get_hub().threadpool.apply(_check_or_refusal, (data, limits))
+    if isinstance(outcome, ImageError):
+        raise InvalidRequestError(f"Invalid image: {outcome}", param=param, code=outcome.code) from None
+    return outcome
+
+
+def _check_or_refusal(data: bytes, limits: ImageLimits) -> CheckedImage | ImageError:
+    # Returned, not raised: gevent's thread pool prints a traceback for every exception it carries.
     try:
-        return gevent.get_hub().threadpool.apply(decode_image, (data, limits))
+        return check_image(data, limits)
     except ImageError as exc:
-        raise InvalidRequestError(f"Invalid image: {exc}", param=param, code=exc.code) from None
+        return exc
 
 
-def _run_all(loaders: list[Callable[[], tuple[bytes, DecodedImage]]]) -> list[tuple[bytes, DecodedImage]]:
+def _run_all(loaders: list[Callable[[], tuple[bytes, CheckedImage]]]) -> list[tuple[bytes, CheckedImage]]:
     """Run the loaders a few at a time; the first failure in request order is the one reported."""
     if len(loaders) == 1:
         return [loaders[0]()]
     pool = gevent.pool.Pool(FETCH_CONCURRENCY)
-    greenlets = [pool.spawn(loader) for loader in loaders]
-    gevent.joinall(greenlets)
-    for greenlet in greenlets:
-        if greenlet.exception is not None:
-            raise greenlet.exception
-    return [greenlet.value for greenlet in greenlets]
+    outcomes = pool.map(_outcome, loaders)
+    for outcome in outcomes:
+        if isinstance(outcome, InvalidRequestError):
+            raise outcome
+    return outcomes
+
+
+def _outcome(loader: Callable[[], tuple[bytes, CheckedImage]]) -> "tuple[bytes, CheckedImage] | InvalidRequestError":
+    # Returned, not raised: gevent prints a traceback for every greenlet that dies of an exception.
+    try:
+        return loader()
+    except InvalidRequestError as exc:
+        return exc
 
 
 def _without_image_urls(message: dict[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import zlib
 import pytest
 from PIL import Image
 
-from shared.images import ImageError, ImageLimits, decode_image
+from shared.images import ImageError, ImageLimits, check_image, decode_image
 
 LIMITS = ImageLimits(max_bytes=1_000_000, max_pixels=1_000_000)
 
@@ -48,6 +48,15 @@ def test_exif_orientation_is_applied():
     data = encoded(Image.new("RGB", (60, 20)), "JPEG", exif=exif.tobytes())
     decoded = decode_image(data, LIMITS)
     assert (decoded.width, decoded.height) == (20, 60)
+    assert (check_image(data, LIMITS).width, check_image(data, LIMITS).height) == (20, 60)
+
+
+@pytest.mark.parametrize("image_format", ["PNG", "JPEG", "WEBP", "GIF"])
+def test_checking_gives_the_format_and_size_decoding_would(image_format):
+    data = encoded(Image.new("RGB", (40, 30), (10, 200, 30)), image_format)
+    checked, decoded = check_image(data, LIMITS), decode_image(data, LIMITS)
+    assert (checked.format, checked.width, checked.height) == (decoded.format, decoded.width, decoded.height)
+    assert checked.media_type == decoded.media_type
 
 
 @pytest.mark.parametrize("image_format", ["BMP", "TIFF", "ICO"])
@@ -58,16 +67,18 @@ def test_other_formats_are_refused(image_format):
     assert "PNG, JPEG, WebP or GIF" in str(caught.value)
 
 
+@pytest.mark.parametrize("read", [check_image, decode_image])
 @pytest.mark.parametrize("data", [b"", b"not an image at all", b"\x89PNG\r\n\x1a\n" + b"\x00" * 40])
-def test_garbage_is_refused(data):
+def test_garbage_is_refused(data, read):
     with pytest.raises(ImageError):
-        decode_image(data, LIMITS)
+        read(data, LIMITS)
 
 
-def test_a_truncated_file_is_refused():
+@pytest.mark.parametrize("read", [check_image, decode_image])
+def test_a_truncated_file_is_refused(read):
     data = encoded(Image.effect_noise((64, 64), 50).convert("RGB"), "PNG")
     with pytest.raises(ImageError) as caught:
-        decode_image(data[:len(data) // 2], LIMITS)
+        read(data[:len(data) // 2], LIMITS)
     assert caught.value.code == "invalid_image_format"
 
 
@@ -94,17 +105,19 @@ def png_claiming(width: int, height: int) -> bytes:
         chunk(b"IEND", b"")
 
 
-def test_a_decompression_bomb_is_refused_from_its_header_with_the_default_cap(settings):
+@pytest.mark.parametrize("read", [check_image, decode_image])
+def test_a_decompression_bomb_is_refused_from_its_header_with_the_default_cap(settings, read):
     data = png_claiming(100_000, 100_000)  # 10 gigapixels in a hundred bytes
     assert len(data) < 200
     with pytest.raises(ImageError) as caught:
-        decode_image(data, ImageLimits(settings.image_max_bytes, settings.image_max_pixels))
+        read(data, ImageLimits(settings.image_max_bytes, settings.image_max_pixels))
     assert caught.value.code == "image_too_large"
 
 
-def test_a_bomb_under_pillows_own_guard_is_refused_by_ours():
+@pytest.mark.parametrize("read", [check_image, decode_image])
+def test_a_bomb_under_pillows_own_guard_is_refused_by_ours(read):
     data = png_claiming(8_000, 8_000)  # 64 megapixels: Pillow would only warn
     with pytest.raises(ImageError) as caught:
-        decode_image(data, ImageLimits(10**6, 25_000_000))
+        read(data, ImageLimits(10**6, 25_000_000))
     assert caught.value.code == "image_too_large"
     assert "8000x8000" in str(caught.value)
