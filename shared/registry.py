@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 CAPABILITIES = frozenset({"chat", "tools", "json", "vision", "embeddings", "reasoning"})
-ENGINES = frozenset({"llamacpp", "transformers", "benchmark", "exllamav2", "sentence-transformers"})
-VISION_ENGINES = frozenset({"transformers", "exllamav2"})  # engines that can put images into a prompt
+ENGINES = frozenset({"llamacpp", "transformers", "benchmark", "exllamav3", "exllamav2", "sentence-transformers"})
+# Engines that can put images into a prompt (a worker also refuses to start a vision model on an
+# engine build that does not take images yet: Engine.accepts_images).
+VISION_ENGINES = frozenset({"transformers", "exllamav3", "exllamav2"})
 MICRO_DOLLARS_PER_DOLLAR = 1_000_000
 
 

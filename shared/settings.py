@@ -45,6 +45,14 @@ class Settings:
     # SmolLM2-135M take about 0.75 GB; never fewer than the model's context length.
     llamacpp_kv_tokens: int = _env("LLAMAGATE_LLAMACPP_KV_TOKENS", default=32768)
     benchmark_step_ms: float = _env("LLAMAGATE_BENCHMARK_STEP_MS", default=0.0)
+    # GPU engines (ExLlamaV3, ExLlamaV2). Their paged KV cache is shared by all running jobs; by
+    # default it takes this fraction of the GPU memory left after the weights.
+    gpu_cache_tokens: int = _env("LLAMAGATE_GPU_CACHE_TOKENS", default=0)  # 0: size from free memory
+    gpu_memory_fraction: float = _env("LLAMAGATE_GPU_MEMORY_FRACTION", default=0.9)
+    gpu_prefill_chunk_tokens: int = _env("LLAMAGATE_GPU_PREFILL_CHUNK_TOKENS", default=2048)
+    # ExLlamaV2 batches only with flash-attn; without it a worker refuses to start unless the
+    # operator accepts one sequence at a time.
+    exllamav2_allow_unbatched: bool = _env("LLAMAGATE_EXLLAMAV2_ALLOW_UNBATCHED", default=False)
 
     # Timeouts, in seconds.
     enqueue_timeout: float = _env("LLAMAGATE_ENQUEUE_TIMEOUT", default=2.0)
@@ -150,8 +158,8 @@ class Settings:
                     "stall_timeout", "keepalive_interval", "max_body_bytes", "database_pool_size",
                     "reservation_sweep_interval", "demo_max_tokens", "rate_limit_requests",
                     "rate_limit_tokens", "rate_limit_concurrency", "rate_limit_window", "concurrency_lease",
-                    "llamacpp_kv_tokens", "image_max_bytes", "image_max_pixels", "max_images_per_request",
-                    "image_fetch_timeout")
+                    "llamacpp_kv_tokens", "gpu_prefill_chunk_tokens", "image_max_bytes", "image_max_pixels",
+                    "max_images_per_request", "image_fetch_timeout")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"setting {name} must be positive, got {getattr(self, name)!r}")
@@ -164,6 +172,8 @@ class Settings:
             # Must stay below RabbitMQ's default consumer_timeout (30 min), or an unacked long job
             # would be redelivered in a loop.
             raise ValueError("LLAMAGATE_GENERATION_TIMEOUT + LLAMAGATE_QUEUE_TIMEOUT must stay under 29 minutes")
+        if not 0 < self.gpu_memory_fraction <= 1 or self.gpu_cache_tokens < 0:
+            raise ValueError("LLAMAGATE_GPU_MEMORY_FRACTION must be in (0, 1] and LLAMAGATE_GPU_CACHE_TOKENS >= 0")
         if self.embeddings_batch_size <= 0 or self.embeddings_worker_threads <= 0:
             raise ValueError("LLAMAGATE_EMBEDDINGS_BATCH_SIZE and _WORKER_THREADS must be positive")
         if self.embeddings_batch_wait_ms < 0:
@@ -180,6 +190,10 @@ class Settings:
             raise ValueError("LLAMAGATE_LOG_FORMAT must be 'json' or 'text'")
 
 
+TRUTHY = frozenset({"1", "true", "yes", "on"})
+FALSY = frozenset({"0", "false", "no", "off", ""})
+
+
 def _parse(f: dataclasses.Field, raw: str, name: str) -> Any:
     kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
     try:
@@ -187,21 +201,15 @@ def _parse(f: dataclasses.Field, raw: str, name: str) -> Any:
             return int(raw)
         if kind == "float":
             return float(raw)
-        if kind == "bool":
-            return _parse_bool(raw)
         if kind == "Path":
             return Path(os.path.expanduser(raw))
+        if kind == "bool":
+            if raw.strip().lower() not in TRUTHY | FALSY:
+                raise ValueError(raw)
+            return raw.strip().lower() in TRUTHY
         if kind.startswith("tuple"):
             return tuple(part.strip() for part in raw.split(",") if part.strip())
         return raw
     except ValueError:
         raise ValueError(f"environment variable {name}={raw!r} is not a valid {kind}") from None
 
-
-def _parse_bool(raw: str) -> bool:
-    value = raw.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(raw)

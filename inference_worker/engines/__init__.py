@@ -17,6 +17,12 @@ def create_engine(spec: ModelSpec, settings: Settings, tokenizer: ChatTokenizer)
     if spec.engine == "transformers":
         from inference_worker.engines.transformers_cpu import TransformersEngine
         return TransformersEngine(spec, settings, tokenizer)
+    if spec.engine == "exllamav3":
+        from inference_worker.engines.exllamav3 import ExLlamaV3Engine
+        return ExLlamaV3Engine(spec, settings, tokenizer)
+    if spec.engine == "exllamav2":
+        from inference_worker.engines.exllamav2 import ExLlamaV2Engine
+        return ExLlamaV2Engine(spec, settings, tokenizer)
     if spec.engine == "benchmark":
         from inference_worker.engines.benchmark import BenchmarkEngine
         return BenchmarkEngine(spec, settings, tokenizer)

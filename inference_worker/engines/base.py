@@ -52,6 +52,7 @@ class ChoiceOutput:
 
 class Engine(ABC):
     name: ClassVar[str]
+    accepts_images: ClassVar[bool] = False  # engines whose `prompt` builds prompts with images set this
 
     def __init__(self, spec: ModelSpec, settings: Settings, tokenizer: ChatTokenizer):
         self.spec = spec

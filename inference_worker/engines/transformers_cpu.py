@@ -48,6 +48,7 @@ class _Choice:
 
 class TransformersEngine(Engine):
     name = "transformers"
+    accepts_images = True  # for models with the vision capability (LLaVA family)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -401,3 +401,13 @@ def test_job_with_more_choices_than_batch_slots_does_not_block_others(make_worke
     wide = worker.publisher.events("wide")
     assert kinds(wide)[-1] == EventKind.ERROR and wide[-1].error["param"] == "n"
     assert kinds(worker.publisher.events("narrow"))[-1] == EventKind.DONE
+
+
+def test_a_worker_refuses_a_vision_model_on_an_engine_without_images(benchmark_spec, chat_tokenizer):
+    from inference_worker.main import check_engine_capabilities
+
+    engine = BenchmarkEngine(benchmark_spec, Settings.from_env({}), chat_tokenizer)
+    check_engine_capabilities(benchmark_spec, engine)  # no vision: fine
+    vision_spec = dataclasses.replace(benchmark_spec, capabilities=frozenset({"chat", "vision"}))
+    with pytest.raises(SystemExit, match="does not take images"):
+        check_engine_capabilities(vision_spec, engine)

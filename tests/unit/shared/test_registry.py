@@ -240,4 +240,4 @@ def test_the_shipped_registry_marks_no_model_vision_it_cannot_serve():
     from shared.settings import DEFAULT_MODELS_FILE
 
     for spec in ModelRegistry.load(DEFAULT_MODELS_FILE):
-        assert not spec.supports("vision") or spec.engine in ("transformers", "exllamav2")
+        assert not spec.supports("vision") or spec.engine in ("transformers", "exllamav3", "exllamav2")
