@@ -1,7 +1,8 @@
 """Serving a chat completion: admission, dispatch to a worker, and the response (whole or streamed).
 
 Everything that can be refused is refused before the job is queued: unknown model, no live
-worker, a prompt that does not fit the context. Once queued, a ChatCompletionRun owns the job
+worker, a prompt that does not fit the context, an image that cannot be used (images are fetched
+and checked here, and travel inside the job). Once queued, a ChatCompletionRun owns the job
 until it ends, and cancels it if the client leaves first.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import gevent
 import jinja2
@@ -18,6 +19,7 @@ import redis
 from api import metrics
 from api.accounts.credits import Usage
 from api.choice_reader import CONTENT, REASONING, TOOL_CALL, ChoiceReader
+from api.image_input import RequestImage, forget_job_images, job_images, load_request_images
 from api.metering import MeteredRequest, usage_from
 from api.completion_format import (SSE_DONE, SSE_KEEPALIVE, ChunkWriter, assistant_message, chat_completion,
                                    sse_data)
@@ -30,12 +32,14 @@ from broker.contracts import EventKind, GenerationJob, SamplingParams
 from broker.naming import chat_actor, chat_queue
 from broker.rabbitmq import EnqueueError, build_job_message
 from shared.errors import (ContextLengthExceededError, InvalidRequestError, LlamaGateError,
-                           ModelNotFoundError, ModelUnavailableError, ServiceUnavailableError)
+                           ModelNotFoundError, ModelUnavailableError, ServerError, ServiceUnavailableError)
+from shared.image_tokens import UnsupportedVisionModel
 from shared.registry import ModelSpec
 
 log = logging.getLogger(__name__)
 
 WORKER_POLL_INTERVAL = 0.1  # seconds between looks at the directory while waiting for a worker
+IMAGE_TTL_GRACE = 60.0  # seconds a large image outlives its job's deadline in Redis
 
 
 def start_chat_completion(runtime: Runtime, request: ChatCompletionRequest, request_id: str,
@@ -55,7 +59,8 @@ def start_chat_completion(runtime: Runtime, request: ChatCompletionRequest, requ
     if request.n > settings.max_choices:
         raise InvalidRequestError(f"Invalid 'n': at most {settings.max_choices} choices per request.", param="n")
     plan = plan_output(request, spec)
-    prompt_tokens = count_prompt_tokens(runtime, spec, request, plan.tools)
+    image_input = load_request_images(request.messages, spec, settings, runtime.image_fetcher)
+    prompt_tokens = count_prompt_tokens(runtime, spec, image_input.messages, plan.tools, image_input.images)
     max_tokens = resolve_max_tokens(spec, prompt_tokens, request.max_tokens, settings.default_max_tokens)
     await_live_worker(runtime, spec.id)  # after the checks that cannot pass by waiting
     if not runtime.router.wait_subscribed(1.0):
@@ -65,9 +70,16 @@ def start_chat_completion(runtime: Runtime, request: ChatCompletionRequest, requ
         meter.admit(prompt_tokens, request.n * max_tokens,
                      lifetime=settings.queue_timeout + settings.generation_timeout)
 
+    try:
+        images = job_images(image_input.images, request_id, runtime.redis, settings.image_inline_max_bytes,
+                            ttl=settings.queue_timeout + settings.generation_timeout + IMAGE_TTL_GRACE)
+    except redis.RedisError:
+        if meter:
+            meter.settle(None, "redis_unavailable")
+        raise ServiceUnavailableError("The image store (Redis) is unavailable; please retry.") from None
     now = time.time()
     job = GenerationJob(
-        request_id=request_id, model=spec.id, messages=tuple(request.messages),
+        request_id=request_id, model=spec.id, messages=image_input.messages, images=images,
         sampling=SamplingParams(temperature=request.temperature, top_p=request.top_p, max_tokens=max_tokens,
                                 stop=request.stop, seed=request.seed,
                                 presence_penalty=request.presence_penalty,
@@ -83,6 +95,7 @@ def start_chat_completion(runtime: Runtime, request: ChatCompletionRequest, requ
         runtime.publisher.enqueue(message)
     except EnqueueError as exc:
         runtime.router.unregister(request_id)
+        forget_job_images(images, runtime.redis)
         if meter:
             meter.settle(None, "enqueue_failed")
         log.error("enqueue failed", extra={"error": str(exc)})
@@ -109,14 +122,31 @@ def await_live_worker(runtime: Runtime, model_id: str) -> None:
         gevent.sleep(WORKER_POLL_INTERVAL)
 
 
-def count_prompt_tokens(runtime: Runtime, spec: ModelSpec, request: ChatCompletionRequest,
-                        tools: tuple[dict, ...] = ()) -> int:
+def count_prompt_tokens(runtime: Runtime, spec: ModelSpec, messages: Sequence[dict[str, Any]],
+                        tools: tuple[dict, ...] = (), images: Sequence[RequestImage] = ()) -> int:
+    """The prompt's tokens as the worker will count them: the rendered chat template, each image's
+    placeholder expanded to the image's tokens by the model's image-token rule."""
+    tokenizer = runtime.tokenizer(spec)
+    content_parts = spec.supports("vision")  # vision templates take every message as content parts
     try:
-        return len(runtime.tokenizer(spec).prompt_ids(request.messages, tools))
+        if not images:
+            return len(tokenizer.prompt_ids(messages, tools, content_parts))
+        rendered = tokenizer.render(messages, tools, content_parts)
     except jinja2.TemplateError as exc:
         # Chat templates reject some conversations (e.g. roles that do not alternate).
         raise InvalidRequestError(f"The model's chat template rejected these messages: {exc}",
                                   param="messages") from None
+    try:
+        rule = runtime.image_token_rule(spec)
+    except (OSError, UnsupportedVisionModel) as exc:
+        log.error("no image-token rule for a vision model", extra={"model": spec.id, "error": repr(exc)})
+        raise ServerError(f"The model `{spec.id}` cannot take images on this server right now.") from None
+    try:
+        expanded = rule.expand(rendered, [(image.width, image.height, image.detail) for image in images])
+    except ValueError as exc:
+        raise InvalidRequestError(f"The model's chat template cannot place these images: {exc}.",
+                                  param="messages") from None
+    return len(tokenizer.encode(expanded))
 
 
 def resolve_max_tokens(spec: ModelSpec, prompt_tokens: int, requested: Optional[int], default: int) -> int:
@@ -257,6 +287,7 @@ class ChatCompletionRun:
             return
         self._closed = True
         self.runtime.router.unregister(self.job.request_id)
+        forget_job_images(self.job.images, self.runtime.redis)
         if not self.stream.finished:
             try:
                 request_cancel(self.runtime.redis, self.job.request_id)

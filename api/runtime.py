@@ -14,6 +14,7 @@ from typing import Optional
 import gevent
 import redis
 
+from api.image_fetch import ImageFetcher
 from api.rate_limits.limiter import RateLimiter
 from api.store.db import Database
 from broker.event_router import EventRouter
@@ -21,6 +22,7 @@ from broker.publisher import JobPublisher
 from broker.worker_directory import WorkerDirectory
 from shared.chat_tokenizer import ChatTokenizer
 from shared.embedding_tokenizer import EmbeddingTokenizer
+from shared.image_tokens import ImageTokenRule, image_token_rule
 from shared.registry import ModelRegistry, ModelSpec
 from shared.settings import Settings
 from shared.tokenizer_cache import prepare_tokenizer
@@ -45,6 +47,8 @@ class Runtime:
         self._tokenizers: dict[str, ChatTokenizer] = {}  # by model id
         self._tokenizers_by_directory: dict[str, ChatTokenizer] = {}  # models may share one
         self._embedding_tokenizers: dict[str, EmbeddingTokenizer] = {}  # by model id
+        self._image_token_rules: dict[str, ImageTokenRule] = {}  # by model id
+        self.image_fetcher = ImageFetcher.from_settings(settings) if settings.image_fetch_enabled else None
         self._greenlets: list[gevent.Greenlet] = []
         self.started = False
 
@@ -103,6 +107,13 @@ class Runtime:
             tokenizer = self._embedding_tokenizers[spec.id] = EmbeddingTokenizer.from_directory(directory)
         return tokenizer
 
+    def image_token_rule(self, spec: ModelSpec) -> ImageTokenRule:
+        """How many tokens an image takes for a vision model, read once from its processor files."""
+        rule = self._image_token_rules.get(spec.id)
+        if rule is None:
+            rule = self._image_token_rules[spec.id] = image_token_rule(spec.weights.resolve())
+        return rule
+
     def prepare_tokenizers(self) -> None:
         """Load every chat model's tokenizer now, so no request pays for it."""
         for spec in self.registry:
@@ -111,6 +122,11 @@ class Runtime:
                     self.tokenizer(spec)
                 except (OSError, ValueError) as exc:
                     log.warning("tokenizer unavailable", extra={"model": spec.id, "error": repr(exc)})
+            if spec.supports("vision"):
+                try:
+                    self.image_token_rule(spec)
+                except (OSError, ValueError) as exc:
+                    log.warning("image-token rule unavailable", extra={"model": spec.id, "error": repr(exc)})
             if spec.supports("embeddings"):
                 try:
                     self.embedding_tokenizer(spec)

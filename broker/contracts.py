@@ -19,7 +19,9 @@ import orjson
 
 # 2: jobs carry `tools`, `grammar` and `grammar_after` (structured output); a version-1 worker
 # would ignore them and answer unconstrained, so it must refuse these jobs instead.
-CONTRACT_VERSION = 2
+# 3: chat jobs carry `images` (and messages name them with {"type": "image"} parts); a version-2
+# worker would drop the images and answer about a picture it never saw.
+CONTRACT_VERSION = 3
 
 
 class ContractError(ValueError):
@@ -42,6 +44,27 @@ class SamplingParams:
 
 
 @dataclass(frozen=True, slots=True)
+class JobImage:
+    """One image of a chat job, as the API checked it: the file's bytes inline (base64), or under a
+    Redis key (large images, with a TTL) so that RabbitMQ carries only small messages. Never a URL:
+    the worker must not fetch anything the API did not check."""
+
+    media_type: str  # image/png, image/jpeg, image/webp or image/gif
+    width: int  # pixels, as decoded (upright, first frame)
+    height: int
+    detail: str = "auto"  # OpenAI's image_url.detail: auto, low or high
+    data: str | None = None  # base64 of the image file
+    key: str | None = None  # Redis key holding the image file
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> "JobImage":
+        image = cls(**payload)
+        if (image.data is None) == (image.key is None):
+            raise ContractError("an image must carry exactly one of 'data' and 'key'")
+        return image
+
+
+@dataclass(frozen=True, slots=True)
 class GenerationJob:
     """One chat completion request, as a worker receives it."""
 
@@ -58,6 +81,7 @@ class GenerationJob:
     grammar: str | None = None  # llguidance grammar the output must follow (shared/grammars.py)
     grammar_after: str | None = None  # the grammar applies only after this text (a reasoning model's
     # end-of-thinking marker), so that it constrains the answer and not the thinking
+    images: tuple[JobImage, ...] = ()  # in the order of the messages' {"type": "image"} parts
     version: int = CONTRACT_VERSION
 
     def to_payload(self) -> dict[str, Any]:
@@ -65,6 +89,7 @@ class GenerationJob:
         payload["sampling"]["stop"] = list(self.sampling.stop)
         payload["messages"] = list(self.messages)
         payload["tools"] = list(self.tools)
+        payload["images"] = [asdict(image) for image in self.images]
         return payload
 
     @classmethod
@@ -78,6 +103,7 @@ class GenerationJob:
             sampling["stop"] = tuple(sampling.get("stop") or ())
             return cls(**{**payload, "messages": tuple(payload["messages"]),
                           "tools": tuple(payload.get("tools") or ()),
+                          "images": tuple(JobImage.from_payload(i) for i in payload.get("images") or ()),
                           "sampling": SamplingParams(**sampling)})
         except (KeyError, TypeError, AttributeError) as exc:
             raise ContractError(f"malformed job: {exc}") from exc

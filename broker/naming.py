@@ -61,3 +61,8 @@ def final_usage_key(request_id: str) -> str:
     """A job's usage when it ended without a DONE event reaching its client (cancelled, abandoned),
     so the API can charge what was really generated before the cancel took effect."""
     return f"llg:job:{request_id}:usage"
+
+
+def image_key(request_id: str, index: int) -> str:
+    """A large image of a chat job (the file's bytes), written by the API with a TTL for the worker."""
+    return f"llg:job:{request_id}:image:{index}"

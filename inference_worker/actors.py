@@ -21,7 +21,8 @@ from broker.contracts import ContractError, EventKind, GenerationJob, JobEvent
 from broker.event_publisher import EventPublisher
 from broker.naming import attempts_key, cancel_key, chat_actor, chat_queue, emitted_key
 from inference_worker.generation_loop import GenerationLoop
-from shared.errors import ServerError
+from inference_worker.job_images import ImagesUnavailable, load_job_images
+from shared.errors import LlamaGateError, ServerError
 from shared.settings import Settings
 from shared.structured_logging import request_id_var
 
@@ -69,15 +70,25 @@ def register_chat_actor(broker: RabbitmqBroker, loop: GenerationLoop, client: re
             if emitted:
                 log.warning("redelivered job had already streamed tokens; ending it with an error",
                             extra={"model": model_id, "attempt": attempt})
-                error = ServerError("The worker generating this response failed; please retry the request.")
-                event = JobEvent(request_id=job.request_id, kind=EventKind.ERROR, seq=0, attempt=attempt,
-                                 error=error.to_dict()["error"], status=error.status)
-                publisher.publish([event], {job.request_id: job.reply_to})
+                _fail(job, attempt, ServerError("The worker generating this response failed; please retry the "
+                                                "request."))
                 return
-        done = loop.submit(job, attempt)
+        try:
+            # Read and decoded here, in the actor's thread, so the generation loop never waits for them.
+            images = load_job_images(job, client, settings)
+        except (ImagesUnavailable, redis.RedisError) as exc:
+            log.error("the job's images are unavailable", extra={"model": model_id, "error": str(exc)})
+            _fail(job, attempt, ServerError("The request's images could not be read by the worker; please retry."))
+            return
+        done = loop.submit(job, attempt, images)
         wait = max(0.0, (job.deadline or time.time() + settings.generation_timeout) - time.time())
         if not done.wait(wait + DONE_WAIT_GRACE):
             log.error("generation loop did not end the job in time", extra={"model": model_id})
+
+    def _fail(job: GenerationJob, attempt: int, error: LlamaGateError) -> None:
+        event = JobEvent(request_id=job.request_id, kind=EventKind.ERROR, seq=0, attempt=attempt,
+                         error=error.to_dict()["error"], status=error.status)
+        publisher.publish([event], {job.request_id: job.reply_to})
 
     # time_limit is only a backstop (it cannot interrupt a forward pass); it stays below
     # RabbitMQ's consumer_timeout (30 min) so an overlong job never loops through redeliveries.

@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Sequence
 
 from broker.contracts import TERMINAL_KINDS, EventKind, GenerationJob, JobEvent
 from broker.event_publisher import EventPublisher, PublishResult
@@ -24,6 +24,7 @@ from inference_worker.engines.base import ChoiceOutput, Engine, EngineRequest
 from inference_worker.outbox import OutgoingBatch, Outbox
 from shared.errors import (ContextLengthExceededError, InvalidRequestError, LlamaGateError, RequestTimeoutError,
                            ServerError)
+from shared.images import DecodedImage
 from shared.structured_logging import request_id_var
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ class ActiveJob:
     job: GenerationJob
     attempt: int
     done: threading.Event
+    images: Sequence[DecodedImage] = ()  # until the prompt is built
     prompt_tokens: int = 0
     completion_tokens: int = 0
     next_seq: int = 0
@@ -76,10 +78,11 @@ class GenerationLoop:
         self._thread.join(timeout)
         self.outbox.stop(timeout)
 
-    def submit(self, job: GenerationJob, attempt: int) -> threading.Event:
-        """Hand a job to the loop; the returned event is set once the job has ended, however it ended."""
+    def submit(self, job: GenerationJob, attempt: int, images: Sequence[DecodedImage] = ()) -> threading.Event:
+        """Hand a job (and its decoded images) to the loop; the returned event is set once the job
+        has ended, however it ended."""
         done = threading.Event()
-        self._inbox.put(("job", ActiveJob(job, attempt, done)))
+        self._inbox.put(("job", ActiveJob(job, attempt, done, images)))
         return done
 
     def seconds_since_tick(self) -> float:
@@ -138,11 +141,14 @@ class GenerationLoop:
                 return None
             self._jobs[job.request_id] = active
             try:
-                prompt_ids = self.engine.prompt_ids(job.messages, job.tools)
+                prompt = self.engine.prompt(job.messages, job.tools, active.images)
             except Exception as exc:  # noqa: BLE001 - a template error is the request's fault
-                self._finish_with_error(active, InvalidRequestError(f"Could not apply the chat template: {exc}",
+                self._finish_with_error(active, InvalidRequestError(f"Could not build the prompt: {exc}",
                                                                      param="messages"))
                 return None
+            finally:
+                active.images = ()  # the prompt holds what the model needs of them
+            prompt_ids = prompt.ids
             active.prompt_tokens = len(prompt_ids)
             if job.n > self.engine.max_sequences:
                 # Could never be admitted, and would block every job queued behind it.
@@ -159,7 +165,8 @@ class GenerationLoop:
                 return None
             try:
                 self.engine.add(EngineRequest(job.request_id, prompt_ids, job.sampling, job.n,
-                                              grammar=job.grammar, grammar_after=job.grammar_after))
+                                              grammar=job.grammar, grammar_after=job.grammar_after,
+                                              model_inputs=prompt.model_inputs))
             except LlamaGateError as exc:  # a request this engine can never run (too big for its cache)
                 self._finish_with_error(active, exc)
                 return None
@@ -167,6 +174,7 @@ class GenerationLoop:
                 self._finish_with_error(active, InvalidRequestError(str(exc), param="response_format"))
                 return None
             log.info("job admitted", extra={"model": self.model, "prompt_tokens": len(prompt_ids),
+                                            "images": len(job.images),
                                             "attempt": active.attempt, "queued_for_s":
                                             round(max(0.0, time.time() - job.enqueued_at), 4)})
             return active.event(EventKind.STARTED, worker_id=self.worker_id)

@@ -52,6 +52,14 @@ def served_models(settings: Settings, registry: ModelRegistry) -> list[ModelSpec
     return specs
 
 
+def check_engine_capabilities(spec: ModelSpec, engine) -> None:
+    """Refuse to serve a vision model on an engine that cannot take images: the API would accept
+    (and charge for) images that every job then refuses."""
+    if spec.supports("vision") and not engine.accepts_images:
+        raise SystemExit(f"model {spec.id!r} has the vision capability, but the {engine.name} engine does not take "
+                         "images; remove 'vision' from its capabilities or serve it on the transformers engine")
+
+
 # The generation loop may run Python for long stretches (sampling, the benchmark engine); a short
 # switch interval lets the consumer, actor and outbox threads get the GIL within 0.1 ms
 # instead of CPython's default 5 ms, which would otherwise add to every job's latency.
@@ -75,6 +83,7 @@ def run_worker(settings: Settings) -> None:
     for spec in specs:
         tokenizer = ChatTokenizer.from_directory(prepare_tokenizer(spec.tokenizer, settings.cache_dir))
         engine = create_engine(spec, settings, tokenizer)
+        check_engine_capabilities(spec, engine)
         engine.load()
         loops.append(GenerationLoop(engine, publisher, worker_id))
 

@@ -44,13 +44,18 @@ class ChatTokenizer:
         return cls(tokenizer, template or FALLBACK_CHAT_TEMPLATE,
                    {k: v for k, v in special.items() if v is not None})
 
-    def render(self, messages: Iterable[dict[str, Any]], tools: Sequence[dict[str, Any]] = ()) -> str:
+    def render(self, messages: Iterable[dict[str, Any]], tools: Sequence[dict[str, Any]] = (),
+               content_parts: bool = False) -> str:
         """The prompt text for a conversation, ending where the assistant's answer begins.
 
-        Tools go to the template when it renders them, else into LlamaGate's fallback prompt."""
+        Tools go to the template when it renders them, else into LlamaGate's fallback prompt.
+        `content_parts`: every message's content goes to the template as a list of parts, as vision
+        models' templates expect (they iterate over parts, and would render a plain string as nothing)."""
         rendered = [_template_message(m) for m in messages]
         if not self.renders_tools:
             rendered = with_fallback_tool_prompt(rendered, tools)
+        if content_parts:
+            rendered = [dict(m, content=_as_parts(m.get("content"))) for m in rendered]
         return self._template.render(messages=rendered, add_generation_prompt=True,
                                      tools=list(tools) if tools and self.renders_tools else None,
                                      documents=None, **self.special_tokens)
@@ -59,8 +64,9 @@ class ChatTokenizer:
         # The rendered template already holds the special tokens it needs.
         return self._tokenizer.encode(text, add_special_tokens=False).ids
 
-    def prompt_ids(self, messages: Iterable[dict[str, Any]], tools: Sequence[dict[str, Any]] = ()) -> list[int]:
-        return self.encode(self.render(messages, tools))
+    def prompt_ids(self, messages: Iterable[dict[str, Any]], tools: Sequence[dict[str, Any]] = (),
+                   content_parts: bool = False) -> list[int]:
+        return self.encode(self.render(messages, tools, content_parts))
 
     def to_json(self) -> str:
         """The tokenizer in tokenizer.json form (what grammar engines build their token tables from)."""
@@ -77,6 +83,10 @@ class ChatTokenizer:
         return self.token_id(self.special_tokens.get("eos_token"))
 
 
+def has_images(content: Any) -> bool:
+    return isinstance(content, list) and any(part.get("type") == "image" for part in content)
+
+
 def message_text(content: Any) -> str:
     """The text of a message's content: a string, or the text parts of an array joined by newlines."""
     if content is None:
@@ -91,12 +101,21 @@ def _template_message(message: dict[str, Any]) -> dict[str, Any]:
     rendered = dict(message)
     # OpenAI's "developer" role is the newer name of "system"; templates know only the latter.
     rendered["role"] = "system" if role == "developer" else role
-    rendered["content"] = message_text(message.get("content"))
+    content = message.get("content")
+    # Images stay content parts ({"type": "image"} where each image goes), for vision templates; the
+    # rest is plain text, which every template understands.
+    rendered["content"] = [dict(part) for part in content] if has_images(content) else message_text(content)
     if message.get("tool_calls"):
         # Templates that render tool calls expect the arguments as a mapping, not a JSON string.
         rendered["tool_calls"] = [dict(call, function=dict(call["function"], arguments=arguments_object(
             call["function"].get("arguments")))) for call in message["tool_calls"]]
     return rendered
+
+
+def _as_parts(content: Any) -> list[dict[str, Any]]:
+    if isinstance(content, list):
+        return content
+    return [{"type": "text", "text": content}] if content else []
 
 
 def _token_text(value: Any) -> str | None:

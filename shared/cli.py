@@ -55,7 +55,9 @@ def migrate() -> None:
 
 
 def release() -> None:
-    """Fail the deploy early on a broken registry; convert tokenizers once instead of per process."""
+    """Fail the deploy early on a broken registry (or a vision model without an image-token rule);
+    convert tokenizers once instead of per process."""
+    from shared.image_tokens import image_token_rule
     from shared.registry import ModelRegistry
     from shared.settings import Settings
     from shared.tokenizer_cache import prepare_tokenizer
@@ -65,7 +67,8 @@ def release() -> None:
     registry = ModelRegistry.load(settings.models_file)
     for spec in registry:
         path = prepare_tokenizer(spec.tokenizer, settings.cache_dir)
-        print(f"{spec.id}: engine={spec.engine} context={spec.context_length} tokenizer={path}")
+        images = f" images={image_token_rule(spec.weights.resolve()).describe()!r}" if spec.supports("vision") else ""
+        print(f"{spec.id}: engine={spec.engine} context={spec.context_length} tokenizer={path}{images}")
 
 
 if __name__ == "__main__":

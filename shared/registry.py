@@ -11,6 +11,9 @@ from typing import Any, Iterator
 
 CAPABILITIES = frozenset({"chat", "tools", "json", "vision", "embeddings", "reasoning"})
 ENGINES = frozenset({"llamacpp", "transformers", "benchmark", "exllamav3", "exllamav2", "sentence-transformers"})
+# Engines that can put images into a prompt (a worker also refuses to start a vision model on an
+# engine build that does not take images yet: Engine.accepts_images).
+VISION_ENGINES = frozenset({"transformers", "exllamav3", "exllamav2"})
 MICRO_DOLLARS_PER_DOLLAR = 1_000_000
 
 
@@ -133,6 +136,9 @@ def _parse_model(entry: dict[str, Any], path: Path) -> ModelSpec:
         pricing = _parse_pricing(_require(entry, "pricing", dict, where), where)
         created = _require(entry, "created", int, where) if "created" in entry else 0
         embedding = _parse_embedding(entry, context_length, where) if "embeddings" in capabilities else None
+        if "vision" in capabilities and (engine not in VISION_ENGINES or weights.format != "hf"):
+            raise RegistryError(f"{where}: the vision capability needs an engine among {sorted(VISION_ENGINES)} "
+                                "and weights in Hugging Face format (a directory with the model's processor files)")
         return ModelSpec(id=model_id, engine=engine, owned_by=str(entry.get("owned_by", "llamagate")),
                          created=created, context_length=context_length,
                          capabilities=capabilities, weights=weights, tokenizer=tokenizer,

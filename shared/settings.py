@@ -7,6 +7,7 @@ variable it is read from; `Settings.from_env()` parses them with the field's typ
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,6 +109,24 @@ class Settings:
     # (see README, Benchmarks); scale out with more worker processes. 0: one per core.
     embeddings_torch_threads: int = _env("LLAMAGATE_EMBEDDINGS_TORCH_THREADS", default=1)
 
+    # Images in chat messages (vision models). Data URLs and fetched images alike must decode as
+    # PNG, JPEG, WebP or GIF within these caps; the pixel cap stops decompression bombs before decoding.
+    image_max_bytes: int = _env("LLAMAGATE_IMAGE_MAX_BYTES", default=10 * 1024 * 1024)  # per image file
+    image_max_pixels: int = _env("LLAMAGATE_IMAGE_MAX_PIXELS", default=25_000_000)  # width x height
+    max_images_per_request: int = _env("LLAMAGATE_MAX_IMAGES_PER_REQUEST", default=8)
+    # Images larger than this travel to the worker through Redis (with a TTL), not inside the job.
+    image_inline_max_bytes: int = _env("LLAMAGATE_IMAGE_INLINE_MAX_BYTES", default=256 * 1024)
+    # http(s) image URLs are fetched by the web process, never by a worker. Off: such URLs are a 400.
+    image_fetch_enabled: bool = _env("LLAMAGATE_IMAGE_FETCH", default=True)
+    image_fetch_timeout: float = _env("LLAMAGATE_IMAGE_FETCH_TIMEOUT", default=10.0)  # whole fetch, per image
+    image_fetch_max_redirects: int = _env("LLAMAGATE_IMAGE_FETCH_MAX_REDIRECTS", default=3)
+    # Empty: any host with a public address. Otherwise only these hosts ("example.com"), or their
+    # subdomains too when written with a leading dot (".example.com").
+    image_fetch_allowed_hosts: tuple[str, ...] = _env("LLAMAGATE_IMAGE_FETCH_ALLOWED_HOSTS", default=())
+    # Networks (CIDR) fetched from although they are not public (loopback, private, ...): for an
+    # operator's own image store. Empty by default: only public addresses.
+    image_fetch_allowed_networks: tuple[str, ...] = _env("LLAMAGATE_IMAGE_FETCH_ALLOWED_NETWORKS", default=())
+
     # Logs.
     log_level: str = _env("LLAMAGATE_LOG_LEVEL", default="INFO")
     log_format: str = _env("LLAMAGATE_LOG_FORMAT", default="json")
@@ -139,7 +158,8 @@ class Settings:
                     "stall_timeout", "keepalive_interval", "max_body_bytes", "database_pool_size",
                     "reservation_sweep_interval", "demo_max_tokens", "rate_limit_requests",
                     "rate_limit_tokens", "rate_limit_concurrency", "rate_limit_window", "concurrency_lease",
-                    "llamacpp_kv_tokens", "gpu_prefill_chunk_tokens")
+                    "llamacpp_kv_tokens", "gpu_prefill_chunk_tokens", "image_max_bytes", "image_max_pixels",
+                    "max_images_per_request", "image_fetch_timeout")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"setting {name} must be positive, got {getattr(self, name)!r}")
@@ -158,6 +178,14 @@ class Settings:
             raise ValueError("LLAMAGATE_EMBEDDINGS_BATCH_SIZE and _WORKER_THREADS must be positive")
         if self.embeddings_batch_wait_ms < 0:
             raise ValueError("LLAMAGATE_EMBEDDINGS_BATCH_WAIT_MS must not be negative")
+        if self.image_fetch_max_redirects < 0 or self.image_inline_max_bytes < 0:
+            raise ValueError("LLAMAGATE_IMAGE_FETCH_MAX_REDIRECTS and _IMAGE_INLINE_MAX_BYTES must not be negative")
+        for network in self.image_fetch_allowed_networks:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(f"LLAMAGATE_IMAGE_FETCH_ALLOWED_NETWORKS: {network!r} is not a network "
+                                 "(CIDR such as 10.0.0.0/8, or an address)") from None
         if self.log_format not in ("json", "text"):
             raise ValueError("LLAMAGATE_LOG_FORMAT must be 'json' or 'text'")
 
@@ -184,3 +212,4 @@ def _parse(f: dataclasses.Field, raw: str, name: str) -> Any:
         return raw
     except ValueError:
         raise ValueError(f"environment variable {name}={raw!r} is not a valid {kind}") from None
+

@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Optional
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -311,6 +315,13 @@ def stack_factory(tmp_path_factory, broker_url, redis_url):
         yield make
 
 
+@pytest.fixture(scope="module")
+def module_stack_factory(tmp_path_factory, broker_url, redis_url):
+    """Stacks torn down at the end of the test module."""
+    with _stacks(tmp_path_factory, broker_url, redis_url) as make:
+        yield make
+
+
 @pytest.fixture
 def make_stack(tmp_path_factory, broker_url, redis_url):
     """Stacks torn down at the end of the test."""
@@ -365,3 +376,144 @@ def _wait_until(predicate, timeout: float, interval: float = 0.1, message: str =
 def wait_until():
     return _wait_until
 
+
+
+def png_bytes(size: tuple[int, int] = (32, 24), color: tuple[int, int, int] = (220, 20, 60)) -> bytes:
+    """A small PNG image."""
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", size, color).save(out, "PNG")
+    return out.getvalue()
+
+
+class ImageServer:
+    """A local HTTP server with fixed routes: an image, redirects, and answers that must be refused
+    (too large, too slow, not an image). `requests` lists the paths it was asked for."""
+
+    def __init__(self, host: str = "127.0.0.1"):
+        self.host = host
+        self.image = png_bytes()
+        self.requests: list[str] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:  # quiet
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                server.requests.append(self.path)
+                parts = urlsplit(self.path)
+                query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+                route = getattr(server, "route_" + parts.path.strip("/").replace("-", "_").replace(".", "_"), None)
+                if route is None:
+                    self.answer(404, "text/plain", b"not found")
+                else:
+                    route(self, query)
+
+            def answer(self, status: int, content_type: str, body: bytes, **headers: str) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                for name, value in headers.items():
+                    self.send_header(name.replace("_", "-"), value)
+                self.end_headers()
+                self.wfile.write(body)
+
+        self._server = ThreadingHTTPServer((host, 0), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
+        self._thread.start()
+
+    def url(self, path: str) -> str:
+        return f"http://{self.host}:{self.port}{path}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    # Routes: /image.png is route_image_png, and so on.
+    def route_image_png(self, handler, query) -> None:
+        handler.answer(200, "image/png", self.image)
+
+    def route_redirect(self, handler, query) -> None:
+        handler.answer(int(query.get("status", 302)), "text/plain", b"", Location=query["to"])
+
+    def route_redirect_loop(self, handler, query) -> None:
+        handler.answer(302, "text/plain", b"", Location="/redirect-loop")
+
+    def route_page_html(self, handler, query) -> None:
+        handler.answer(200, "text/html", b"<html><body>not an image</body></html>")
+
+    def route_corrupt_png(self, handler, query) -> None:
+        handler.answer(200, "image/png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 100)
+
+    def route_large_png(self, handler, query) -> None:
+        """Declares its (large) size up front."""
+        handler.answer(200, "image/png", b"\x00" * int(query["bytes"]))
+
+    def route_undeclared_large_png(self, handler, query) -> None:
+        """No Content-Length: the size shows only while reading (the body ends when the connection closes)."""
+        handler.send_response(200)
+        handler.send_header("Content-Type", "image/png")
+        handler.send_header("Connection", "close")
+        handler.end_headers()
+        handler.close_connection = True
+        remaining = int(query["bytes"])
+        with contextlib.suppress(OSError):
+            while remaining > 0:
+                handler.wfile.write(b"\x00" * min(remaining, 65536))
+                remaining -= 65536
+
+    def route_slow_png(self, handler, query) -> None:
+        """Drips the image a byte at a time, each within any per-read timeout."""
+        handler.send_response(200)
+        handler.send_header("Content-Type", "image/png")
+        handler.send_header("Content-Length", str(len(self.image)))
+        handler.end_headers()
+        with contextlib.suppress(OSError):
+            for byte in self.image:
+                handler.wfile.write(bytes([byte]))
+                handler.wfile.flush()
+                time.sleep(float(query.get("interval", 0.2)))
+
+
+@pytest.fixture
+def image_server():
+    """An image server on 127.0.0.1 (loopback: refused unless a test allows it)."""
+    server = ImageServer("127.0.0.1")
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def second_image_server():
+    """Another one, on 127.0.0.2 (on Linux the whole 127/8 is loopback): for redirects between two."""
+    server = ImageServer("127.0.0.2")
+    yield server
+    server.close()
+
+
+TINY_VLM = "tiny-llava"
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm_dir(tmp_path_factory) -> Path:
+    """A tiny random-weight LLaVA (see tests/tiny_vlm.py), built once per session."""
+    from tiny_vlm import build_tiny_llava
+
+    return build_tiny_llava(tmp_path_factory.mktemp("tiny-llava"))
+
+
+@pytest.fixture(scope="session")
+def vision_models_file(tiny_vlm_dir, tmp_path_factory) -> Path:
+    """The default registry plus the tiny LLaVA (as `tiny-llava`), for stacks that serve it."""
+    from shared.settings import DEFAULT_MODELS_FILE
+    from tiny_vlm import registry_entry
+
+    path = tmp_path_factory.mktemp("registry") / "models.toml"
+    path.write_text(DEFAULT_MODELS_FILE.read_text() + registry_entry(TINY_VLM, tiny_vlm_dir))
+    return path

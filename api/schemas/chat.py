@@ -27,8 +27,12 @@ NOT_YET_SUPPORTED = ("functions", "function_call", "audio", "modalities",
 IGNORED = ("metadata", "store", "service_tier", "prompt_cache_key", "safety_identifier")
 
 
+IMAGE_DETAILS = ("auto", "low", "high")
+PART_TYPES = ("text", "image_url")
+
+
 class MessageContent(fields.Field):
-    """A message's content: a string, or an array of content parts (text; images where supported)."""
+    """A message's content: a string, or an array of content parts (text, and images)."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
         if value is None or isinstance(value, str):
@@ -54,8 +58,34 @@ def _content_part_error(part: Any) -> Any:
             return {"text": ["expected a string."]}
         return None
     if kind == "image_url":
-        return ["This model does not accept images (content parts of type 'image_url')."]
-    return {"type": [f"unsupported content part type {kind!r}; supported types are: 'text'."]}
+        return _image_part_error(part)
+    return {"type": [f"unsupported content part type {kind!r}; supported types are: "
+                     + ", ".join(repr(t) for t in PART_TYPES) + "."]}
+
+
+def _image_part_error(part: dict[str, Any]) -> Any:
+    unknown = sorted(set(part) - {"type", "image_url"})
+    if unknown:
+        return {unknown[0]: ["Unknown field."]}
+    image = part.get("image_url")
+    if not isinstance(image, dict):
+        return {"image_url": ["expected an object with a 'url'."]}
+    unknown = sorted(set(image) - {"url", "detail"})
+    if unknown:
+        return {"image_url": {unknown[0]: ["Unknown field."]}}
+    if not isinstance(image.get("url"), str) or not image["url"]:
+        return {"image_url": {"url": ["expected a data URL or an http(s) URL."]}}
+    if image.get("detail", "auto") not in IMAGE_DETAILS:
+        return {"image_url": {"detail": [f"unsupported value {image.get('detail')!r}; supported values are: "
+                                         + ", ".join(repr(d) for d in IMAGE_DETAILS) + "."]}}
+    return None
+
+
+def image_parts(content: Any) -> list[tuple[int, dict[str, Any]]]:
+    """The image parts of a message's content, with their positions."""
+    if not isinstance(content, list):
+        return []
+    return [(index, part) for index, part in enumerate(content) if part.get("type") == "image_url"]
 
 
 class MessageSchema(Schema):
@@ -76,6 +106,9 @@ class MessageSchema(Schema):
         if data.get("content") is None and data.get("role") != "assistant":
             raise ValidationError("content may only be null in assistant messages.",
                                   "content")
+        images = image_parts(data.get("content"))
+        if images and data.get("role") != "user":
+            raise ValidationError({"content": {images[0][0]: ["images are only allowed in user messages."]}})
         if data.get("tool_calls") is not None and data.get("role") != "assistant":
             raise ValidationError("only assistant messages may carry 'tool_calls'.", "tool_calls")
         if data.get("role") == "tool" and not data.get("tool_call_id"):

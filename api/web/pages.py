@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from typing import Optional
 
 from flask import Blueprint, current_app, render_template, request
 
 from api.accounts.money import dollars_to_micros
 from api.web.model_catalogue import model_rows
+from shared.image_tokens import UnsupportedVisionModel
+from shared.registry import ModelSpec
+
+log = logging.getLogger(__name__)
 
 blueprint = Blueprint("pages", __name__)
 
@@ -55,13 +61,24 @@ def default_rate_limits() -> RateLimitSummary:
 @blueprint.get("/docs")
 def docs() -> str:
     settings = current_app.extensions["llamagate"].settings
+    images = {"max_per_request": settings.max_images_per_request, "max_bytes": settings.image_max_bytes,
+              "max_pixels": settings.image_max_pixels, "fetch": settings.image_fetch_enabled}
     return render_template("docs.html", base_url=api_base_url(), model=settings.demo_model,
-                           signup_credit=signup_credit_micros(), limits=default_rate_limits())
+                           signup_credit=signup_credit_micros(), limits=default_rate_limits(), images=images)
 
 
 @blueprint.get("/pricing")
 def pricing() -> str:
     runtime = current_app.extensions["llamagate"]
     serving = runtime.directory.served_models() if runtime.directory.fresh else set()
-    return render_template("pricing.html", models=model_rows(runtime.registry, serving),
+    return render_template("pricing.html", models=model_rows(runtime.registry, serving, image_tokens),
                            signup_credit=signup_credit_micros())
+
+
+def image_tokens(spec: ModelSpec) -> Optional[str]:
+    """What an image costs on a vision model, from its image-token rule (None where unreadable)."""
+    try:
+        return current_app.extensions["llamagate"].image_token_rule(spec).describe()
+    except (OSError, UnsupportedVisionModel) as exc:
+        log.warning("image-token rule unavailable", extra={"model": spec.id, "error": repr(exc)})
+        return None

@@ -9,11 +9,12 @@ frees a request's sequences at once.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Mapping, Sequence
 
 from broker.contracts import SamplingParams
 from shared.chat_tokenizer import ChatTokenizer
+from shared.images import DecodedImage
 from shared.registry import ModelSpec
 from shared.settings import Settings
 
@@ -26,6 +27,16 @@ class EngineRequest:
     n: int = 1
     grammar: str | None = None  # llguidance grammar the output must follow (shared/grammars.py)
     grammar_after: str | None = None  # the grammar applies only after this text (end of thinking)
+    # What the model needs besides the tokens for this prompt's prefill (a vision model's pixel values).
+    model_inputs: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A conversation made ready for an engine: its tokens, and any other prefill inputs."""
+
+    ids: list[int]
+    model_inputs: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +52,7 @@ class ChoiceOutput:
 
 class Engine(ABC):
     name: ClassVar[str]
+    accepts_images: ClassVar[bool] = False  # engines whose `prompt` builds prompts with images set this
 
     def __init__(self, spec: ModelSpec, settings: Settings, tokenizer: ChatTokenizer):
         self.spec = spec
@@ -56,6 +68,14 @@ class Engine(ABC):
                    tools: tuple[dict[str, Any], ...] = ()) -> list[int]:
         """The prompt tokens for a conversation (and its tools), rendered with the model's chat template."""
         return self.tokenizer.prompt_ids(messages, tools)
+
+    def prompt(self, messages: tuple[dict[str, Any], ...], tools: tuple[dict[str, Any], ...] = (),
+               images: Sequence[DecodedImage] = ()) -> Prompt:
+        """The prompt for a conversation with its images (in the order of its {"type": "image"} parts).
+        Raises ValueError for what the engine cannot take; engines with vision override this."""
+        if images:
+            raise ValueError(f"The {self.name} engine does not accept images.")
+        return Prompt(self.prompt_ids(messages, tools))
 
     @abstractmethod
     def add(self, request: EngineRequest) -> None:

@@ -3,6 +3,10 @@
 Every step either prefills the requests that arrived (together, left-padded) and merges them into
 the running batch, or runs one decode step for the whole batch. Requests join and leave between
 steps, so a new request never waits for the running ones to finish.
+
+Models with the vision capability load as image-text-to-text models with their processor; their
+images enter at prefill (as pixel values the model encodes in place of the image tokens), and
+decoding is the same as for text.
 """
 
 from __future__ import annotations
@@ -12,14 +16,17 @@ import os
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import Any, Sequence
 
 import torch
 
 from inference_worker.constraints import GrammarCompiler, TokenConstraint, apply_masks
-from inference_worker.engines.base import ChoiceOutput, Engine, EngineRequest
+from inference_worker.engines.base import ChoiceOutput, Engine, EngineRequest, Prompt
 from inference_worker.engines.batch_cache import BatchCache, RowRef, prefill_inputs
 from inference_worker.engines.sampling import ChoiceSampler
+from inference_worker.engines.vision_prompts import VisionPrompts, can_join, concatenate_inputs
 from inference_worker.text_stream import TextStream
+from shared.images import DecodedImage
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +48,7 @@ class _Choice:
 
 class TransformersEngine(Engine):
     name = "transformers"
+    accepts_images = True  # for models with the vision capability (LLaVA family)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -53,9 +61,10 @@ class TransformersEngine(Engine):
         self._pad_id = 0
         self._num_layers = 0
         self.grammars: GrammarCompiler | None = None
+        self.vision: VisionPrompts | None = None
 
     def load(self) -> None:
-        from transformers import AutoModelForCausalLM
+        from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
         threads = self.settings.torch_threads or os.cpu_count() or 1
         torch.set_num_threads(threads)
@@ -66,6 +75,9 @@ class TransformersEngine(Engine):
             # transformers dequantizes GGUF tensors to float32, with a progress bar on stderr.
             model = AutoModelForCausalLM.from_pretrained(str(weights.parent), gguf_file=weights.name,
                                                          dtype=torch.float32)
+        elif self.spec.supports("vision"):
+            model = AutoModelForImageTextToText.from_pretrained(str(weights), dtype=torch.float32)
+            self.vision = VisionPrompts.load(weights, self.tokenizer)
         else:
             model = AutoModelForCausalLM.from_pretrained(str(weights), dtype=torch.float32)
         self.model = model.eval()
@@ -97,6 +109,15 @@ class TransformersEngine(Engine):
     def queued(self) -> int:
         return len(self._queue)
 
+    def prompt(self, messages: tuple[dict[str, Any], ...], tools: tuple[dict[str, Any], ...] = (),
+               images: Sequence[DecodedImage] = ()) -> Prompt:
+        if self.vision is None:
+            return super().prompt(messages, tools, images)
+        text = self.tokenizer.render(messages, tools, content_parts=True)
+        if not images:
+            return Prompt(self.tokenizer.encode(text))
+        return self.vision.prompt(text, images)
+
     def add(self, request: EngineRequest) -> None:
         self.grammars.constraint_for(request)  # compiles (and caches) now: a bad grammar fails here
         self._queue.append(request)
@@ -125,13 +146,17 @@ class TransformersEngine(Engine):
             new_width = max(width, len(candidate.prompt_ids))
             if batch and new_width * (len(batch) + 1) > MAX_PREFILL_TOKENS:
                 break
+            if not can_join([r.model_inputs for r in batch], candidate.model_inputs):
+                break  # images of another shape: prefilled in a step of their own
             batch.append(self._queue.popleft())
             free -= candidate.n
             width = new_width
         ids, mask, positions = prefill_inputs([r.prompt_ids for r in batch], self._pad_id)
         cache = BatchCache(self._num_layers, [len(r.prompt_ids) for r in batch])
+        # Pixel values in row order: the model fills the batch's image tokens with them in that order.
+        extra = concatenate_inputs([r.model_inputs for r in batch])
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache,
-                         use_cache=True, logits_to_keep=1)
+                         use_cache=True, logits_to_keep=1, **extra)
         logits = out.logits[:, -1].float()
         vocab = logits.shape[-1]
         new_choices: list[tuple[_Choice, RowRef]] = []

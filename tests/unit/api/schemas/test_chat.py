@@ -51,8 +51,24 @@ def rejection(payload: Any) -> InvalidRequestError:
     (body(messages=[{"role": "user", "content": "x", "tool_calls": []}]), "messages[0].tool_calls"),
     # Content parts.
     (body(messages=[{"role": "user", "content": ["Hello"]}]), "messages[0].content[0]"),
-    (body(messages=[{"role": "user", "content": [{"type": "text", "text": "a"},
-                                                  {"type": "image_url", "image_url": {"url": "x"}}]}]),
+    # Image parts: their shape here; URLs, formats and the model's capability when the request is served.
+    (body(messages=[{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "image_url"}]}]),
+     "messages[0].content[1].image_url"),
+    (body(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": "data:..."}]}]),
+     "messages[0].content[0].image_url"),
+    (body(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": 5}}]}]),
+     "messages[0].content[0].image_url.url"),
+    (body(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": ""}}]}]),
+     "messages[0].content[0].image_url.url"),
+    (body(messages=[{"role": "user", "content": [{"type": "image_url",
+                                                  "image_url": {"url": "x", "detail": "ultra"}}]}]),
+     "messages[0].content[0].image_url.detail"),
+    (body(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x", "size": 1}}]}]),
+     "messages[0].content[0].image_url.size"),
+    (body(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}, "x": 1}]}]),
+     "messages[0].content[0].x"),
+    (body(messages=[{"role": "system", "content": [{"type": "text", "text": "a"},
+                                                   {"type": "image_url", "image_url": {"url": "x"}}]}, USER]),
      "messages[0].content[1]"),
     (body(messages=[{"role": "user", "content": [{"type": "text"}]}]), "messages[0].content[0].text"),
     (body(messages=[{"role": "user", "content": [{"type": "text", "text": 1}]}]),
@@ -200,9 +216,19 @@ def test_role_error_lists_supported_roles():
         assert repr(role) in message
 
 
-def test_image_part_refusal_says_images_are_not_accepted():
-    payload = body(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}])
-    assert "images" in rejection(payload).message
+def test_image_outside_a_user_message_is_refused_saying_where_images_go():
+    payload = body(messages=[{"role": "assistant", "content": [{"type": "image_url", "image_url": {"url": "x"}}]},
+                             USER])
+    assert "only allowed in user messages" in rejection(payload).message
+
+
+def test_image_parts_are_accepted_with_text_in_any_order_and_number():
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA", "detail": "low"}}
+    content = [image, {"type": "text", "text": "Which is larger?"}, image, dict(image, image_url={"url": "https://x"})]
+    request = parse_chat_completion(body(messages=[{"role": "user", "content": content}, USER,
+                                                   {"role": "user", "content": [image]}]))
+    assert request.messages[0]["content"] == content
+    assert request.messages[2]["content"] == [image]
 
 
 # --- accepted bodies and the request they become -----------------------------------------------

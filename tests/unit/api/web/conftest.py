@@ -104,6 +104,11 @@ class WebRuntime:
     directory: FakeDirectory = field(default_factory=lambda: FakeDirectory({"smollm2-135m-instruct"}))
     started: bool = True
 
+    def image_token_rule(self, spec):
+        from shared.image_tokens import image_token_rule
+
+        return image_token_rule(spec.weights.resolve())
+
 
 @pytest.fixture
 def web_settings(tmp_path: Path) -> Settings:

@@ -25,6 +25,27 @@ def test_docs_use_this_deployments_base_url_and_cover_every_topic(client):
         assert f'<section id="{section}">' in page, section
 
 
+def test_docs_explain_images_with_this_deployments_limits(client, runtime):
+    page = client.get("/docs").get_data(as_text=True)
+    vision = page[page.index('<section id="vision">'):]
+    vision = vision[:vision.index("</section>")]
+    assert "up to 8 per request" in vision and "10,485,760 bytes" in vision and "25,000,000 pixels" in vision
+    assert "data:image/png;base64," in vision and "http(s)" in vision
+    assert "Not available yet" not in vision
+
+
+def test_docs_leave_out_image_urls_where_fetching_is_off(tmp_path, runtime):
+    import dataclasses
+
+    from api.app import create_app
+
+    settings = dataclasses.replace(runtime.settings, image_fetch_enabled=False)
+    runtime.settings = settings
+    page = create_app(settings, runtime).test_client().get("/docs").get_data(as_text=True)
+    vision = page[page.index('<section id="vision">'):page.index('<section id="embeddings">')]
+    assert "http(s)" not in vision and "data URL" in vision
+
+
 def test_pricing_lists_every_model_with_prices_and_badges(client, registry, runtime):
     page = client.get("/pricing").get_data(as_text=True)
     assert "Start with $5.00" in page
@@ -35,6 +56,19 @@ def test_pricing_lists_every_model_with_prices_and_badges(client, registry, runt
     assert "$0.02" in smollm and "$0.04" in smollm and "serving now" in smollm and "Chat" in smollm
     benchmark = re.search(r'<tr data-model="llamagate-benchmark">(.*?)</tr>', page, re.S).group(1)
     assert "offline" in benchmark
+
+
+def test_pricing_shows_a_vision_model_with_its_badge_and_image_cost(client, runtime, vision_models_file):
+    from shared.registry import ModelRegistry
+
+    runtime.registry = ModelRegistry.load(vision_models_file)
+    page = client.get("/pricing").get_data(as_text=True)
+    row = re.search(r'<tr data-model="tiny-llava">(.*?)</tr>', page, re.S).group(1)
+    assert '<span class="badge badge-vision">Vision</span>' in row and "Vision chat" in row
+    assert "Images: 16 tokens per image" in row
+    smollm = re.search(r'<tr data-model="smollm2-135m-instruct">(.*?)</tr>', page, re.S).group(1)
+    assert "badge-vision" not in smollm and "Images:" not in smollm
+    assert "How are images priced?" in page
 
 
 def test_unknown_pages_are_html_and_unknown_api_paths_are_openai_json(client):

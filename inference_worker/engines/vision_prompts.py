@@ -1,0 +1,92 @@
+"""Prompts with images for the transformers engine: the model's own processor builds the image tokens
+and pixel values from the prompt LlamaGate rendered (with the model's chat template)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from PIL import Image
+
+from inference_worker.engines.base import Prompt
+from shared.chat_tokenizer import ChatTokenizer
+from shared.image_tokens import ImageTokenRule, image_token_rule
+from shared.images import DecodedImage
+
+log = logging.getLogger(__name__)
+
+# Keys of the processor's output that are not prefill inputs of the model.
+TEXT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+class VisionPrompts:
+    def __init__(self, processor: Any, rule: ImageTokenRule, tokenizer: ChatTokenizer):
+        self.processor = processor
+        self.rule = rule
+        self.tokenizer = tokenizer
+
+    @classmethod
+    def load(cls, directory: Path, tokenizer: ChatTokenizer) -> "VisionPrompts":
+        from transformers import AutoProcessor
+
+        prompts = cls(AutoProcessor.from_pretrained(str(directory)), image_token_rule(directory), tokenizer)
+        prompts.check_template()
+        prompts.check_rule()
+        return prompts
+
+    def prompt(self, text: str, images: Sequence[DecodedImage]) -> Prompt:
+        """Token ids and pixel inputs for `text` (which holds one placeholder per image, in order)."""
+        placed = text.count(self.rule.placeholder)
+        if placed != len(images):
+            raise ValueError(f"the chat template placed {placed} image(s) for {len(images)} image(s) in the messages")
+        inputs = self.processor(text=[text], images=[image.image for image in images], add_special_tokens=False,
+                                return_tensors="pt")
+        ids = inputs["input_ids"][0].tolist()
+        model_inputs = {key: value for key, value in inputs.items()
+                        if key not in TEXT_KEYS and isinstance(value, torch.Tensor)}
+        return Prompt(ids, model_inputs)
+
+    def check_template(self) -> None:
+        """Refuse a chat template that does not place images where the messages have them (or that
+        loses the text around them): its answers would be about pictures it never saw."""
+        probe = "Describe the picture in one word."
+        text = self.tokenizer.render([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": probe}]}],
+                                     content_parts=True)
+        if text.count(self.rule.placeholder) != 1 or probe not in text:
+            raise RuntimeError(f"the model's chat template does not place an image as {self.rule.placeholder!r} "
+                               "beside the text of a message; it cannot be served with images")
+
+    def check_rule(self) -> None:
+        """Refuse to serve a model whose processor counts image tokens differently from the rule the
+        API counts (and charges) with: every request would be miscounted."""
+        text = f"Look: {self.rule.placeholder} and {self.rule.placeholder}."
+        sizes = [(640, 480), (97, 311)]
+        images = [DecodedImage(Image.new("RGB", size, (200, 30, 30)), "PNG") for size in sizes]
+        built = self.prompt(text, images).ids
+        counted = self.tokenizer.encode(self.rule.expand(text, [(w, h, "auto") for w, h in sizes]))
+        if built != counted:
+            raise RuntimeError(f"the model's processor builds {len(built)} prompt tokens where LlamaGate's image-token "
+                               f"rule ({type(self.rule).__name__}) counts {len(counted)}; this checkpoint's "
+                               "processor is not supported")
+        log.info("image-token rule agrees with the processor", extra={"rule": type(self.rule).__name__})
+
+
+def concatenate_inputs(per_request: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """One prefill's model inputs from its requests' (pixel values of every image, in row order)."""
+    present = [inputs for inputs in per_request if inputs]
+    if not present:
+        return {}
+    return {key: torch.cat([inputs[key] for inputs in present]) for key in present[0]}
+
+
+def can_join(batch_inputs: Sequence[dict[str, torch.Tensor]], candidate: dict[str, torch.Tensor]) -> bool:
+    """Whether a request's inputs concatenate with those already in a prefill (same keys and shapes)."""
+    if not candidate:
+        return True
+    for inputs in batch_inputs:
+        if inputs:
+            return inputs.keys() == candidate.keys() and all(
+                inputs[key].shape[1:] == candidate[key].shape[1:] for key in inputs)
+    return True
