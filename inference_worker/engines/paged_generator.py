@@ -73,7 +73,7 @@ class PagedGeneratorEngine(Engine):
 
     @property
     def running(self) -> int:
-        return sum(len(jobs) for jobs in self._running.values())
+        return sum(1 for jobs in self._running.values() for choice in jobs if choice.job is not None)
 
     @property
     def queued(self) -> int:

@@ -134,6 +134,15 @@ def test_requests_wait_for_cache_pages_and_never_start_half_way(default_spec, ch
     assert engine.generator.most_active == 2
 
 
+def test_a_finished_choice_leaves_the_batch_before_its_siblings(default_spec, chat_tokenizer):
+    engine = make_engine(default_spec, chat_tokenizer, cache_capacity=4096)
+    engine.add(request("a", max_tokens=5, n=2))
+    engine.step()
+    engine._running["a"][0].job.max_new_tokens = 2  # choice 0 ends on the next step, choice 1 goes on
+    engine.step()
+    assert engine.running == 1
+
+
 def test_batch_slots_limit_admission_per_request(default_spec, chat_tokenizer):
     engine = make_engine(default_spec, chat_tokenizer, max_batch_size=4, cache_capacity=1 << 20)
     engine.add(request("a", n=3))
