@@ -10,12 +10,11 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
-from api.schemas.fields import StrictBoolean, StrictFloat, StrictInteger, load_body
+from api.schemas.fields import StrictBoolean, StrictFloat, StrictInteger, load_body, one_of, unsupported_value
 from api.schemas.tools import (MessageToolCallSchema, ResponseFormat, ResponseFormatSchema, ToolChoice,
                                ToolChoiceField, ToolSchema, check_tools, response_format_from)
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
-ROLE_ERROR = "unsupported value {input!r}; supported values are: " + ", ".join(repr(r) for r in ROLES) + "."
 MAX_STOP_SEQUENCES = 4
 INT64_MAX = 2**63 - 1
 
@@ -76,8 +75,7 @@ def _image_part_error(part: dict[str, Any]) -> Any:
     if not isinstance(image.get("url"), str) or not image["url"]:
         return {"image_url": {"url": ["expected a data URL or an http(s) URL."]}}
     if image.get("detail", "auto") not in IMAGE_DETAILS:
-        return {"image_url": {"detail": [f"unsupported value {image.get('detail')!r}; supported values are: "
-                                         + ", ".join(repr(d) for d in IMAGE_DETAILS) + "."]}}
+        return {"image_url": {"detail": [unsupported_value(image.get("detail"), IMAGE_DETAILS)]}}
     return None
 
 
@@ -92,7 +90,7 @@ class MessageSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    role = fields.String(required=True, validate=validate.OneOf(ROLES, error=ROLE_ERROR))
+    role = fields.String(required=True, validate=one_of(*ROLES))
     content = MessageContent(allow_none=True)  # required, except in assistant messages (checked below)
     name = fields.String()
     tool_call_id = fields.String()

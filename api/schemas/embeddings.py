@@ -12,7 +12,7 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate
 
-from api.schemas.fields import StrictInteger, load_body
+from api.schemas.fields import StrictInteger, load_body, one_of
 
 MAX_INPUTS = 2048  # inputs per request, as OpenAI allows
 ENCODING_FORMATS = ("float", "base64")
@@ -93,8 +93,7 @@ class EmbeddingsSchema(Schema):
 
     model = fields.String(required=True, validate=validate.Length(min=1))
     input = EmbeddingInput(required=True)
-    encoding_format = fields.String(allow_none=True, validate=validate.OneOf(
-        ENCODING_FORMATS, error="unsupported value {input!r}; supported values are: 'float', 'base64'."))
+    encoding_format = fields.String(allow_none=True, validate=one_of(*ENCODING_FORMATS))
     dimensions = StrictInteger(allow_none=True, validate=validate.Range(min=1))
     user = fields.String(allow_none=True)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields
+from marshmallow import Schema, ValidationError, fields, validate
 
 from shared.errors import InvalidRequestError
 
@@ -29,6 +29,18 @@ class StrictBoolean(fields.Boolean):
         if not isinstance(value, bool):
             raise ValidationError(f"expected a boolean, but got {_json_type(value)} instead.")
         return value
+
+
+def unsupported_value(value: Any, allowed: tuple[str, ...], *more: str) -> str:
+    """OpenAI's wording for a value outside a fixed set (`more` describes other accepted forms)."""
+    return f"unsupported value {value!r}; supported values are: " + ", ".join(
+        [repr(a) for a in allowed] + list(more)) + "."
+
+
+def one_of(*allowed: str) -> validate.OneOf:
+    """A validator for a fixed set of strings, whose error names the set."""
+    listed = ", ".join(repr(a) for a in allowed)
+    return validate.OneOf(allowed, error="unsupported value {input!r}; supported values are: " + listed + ".")
 
 
 def _json_type(value: Any) -> str:

@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
-from api.schemas.fields import StrictBoolean
+from api.schemas.fields import StrictBoolean, one_of, unsupported_value
 
 FUNCTION_NAME = validate.Regexp(r"^[a-zA-Z0-9_-]{1,64}$",
                                 error="expected a name of 1 to 64 letters, digits, underscores or dashes.")
@@ -43,9 +43,7 @@ class ResponseFormatSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    type = fields.String(required=True, validate=validate.OneOf(
-        ("text", "json_object", "json_schema"),
-        error="unsupported value {input!r}; supported values are: 'text', 'json_object', 'json_schema'."))
+    type = fields.String(required=True, validate=one_of("text", "json_object", "json_schema"))
     json_schema = fields.Nested(JsonSchemaSchema)
 
     @validates_schema
@@ -76,8 +74,7 @@ class ToolSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    type = fields.String(required=True, validate=validate.OneOf(
-        ("function",), error="unsupported value {input!r}; supported values are: 'function'."))
+    type = fields.String(required=True, validate=one_of("function"))
     function = fields.Nested(FunctionSchema, required=True)
 
 
@@ -87,8 +84,8 @@ class ToolChoiceField(fields.Field):
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> ToolChoice:
         if isinstance(value, str):
             if value not in ("none", "auto", "required"):
-                raise ValidationError(f"unsupported value {value!r}; supported values are: 'none', 'auto', "
-                                      "'required', or an object naming a function.")
+                raise ValidationError(unsupported_value(value, ("none", "auto", "required"),
+                                                        "or an object naming a function"))
             return ToolChoice(value)
         if (isinstance(value, dict) and value.get("type") == "function" and isinstance(value.get("function"), dict)
                 and isinstance(value["function"].get("name"), str) and set(value) == {"type", "function"}):
@@ -112,8 +109,7 @@ class MessageToolCallSchema(Schema):
         unknown = RAISE
 
     id = fields.String(required=True)
-    type = fields.String(required=True, validate=validate.OneOf(
-        ("function",), error="unsupported value {input!r}; supported values are: 'function'."))
+    type = fields.String(required=True, validate=one_of("function"))
     function = fields.Nested(ToolCallFunctionSchema, required=True)
 
 
