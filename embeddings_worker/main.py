@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import sys
-import threading
 import time
 import uuid
 
 import dramatiq
 import redis
-from prometheus_client import start_http_server
 
 from broker.event_publisher import EventPublisher
 from broker.naming import embeddings_queue
@@ -30,6 +27,7 @@ from embeddings_worker.encoder import create_encoder
 from shared.registry import ModelRegistry, ModelSpec
 from shared.settings import Settings
 from shared.structured_logging import configure_logging
+from shared.worker_process import serve_metrics, wait_for_stop_signal
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +84,7 @@ def run_embeddings_worker(settings: Settings) -> None:
                                 is_healthy=lambda: all(b.seconds_since_tick() < settings.stall_timeout
                                                        for b in batchers))
     if settings.embeddings_metrics_port:
-        _serve_metrics(settings.worker_metrics_addr, settings.embeddings_metrics_port)
+        serve_metrics(settings.worker_metrics_addr, settings.embeddings_metrics_port)
 
     # Each actor thread holds one request until its vectors are out: the thread count bounds how
     # many requests can share a round, so it is well above the batch size.
@@ -99,10 +97,7 @@ def run_embeddings_worker(settings: Settings) -> None:
     log.info("embeddings worker ready", extra={"worker_id": worker_id, "models": list(info.models),
                                                "threads": threads})
 
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    stop.wait()
+    wait_for_stop_signal()
 
     log.info("embeddings worker stopping: withdrawing, then letting running jobs finish")
     announcer.stop()
@@ -112,11 +107,3 @@ def run_embeddings_worker(settings: Settings) -> None:
     broker.close()
     log.info("embeddings worker stopped")
 
-
-def _serve_metrics(addr: str, port: int) -> None:
-    try:
-        start_http_server(port, addr=addr)
-        log.info("embeddings worker metrics served", extra={"port": port})
-    except OSError as exc:
-        log.warning("embeddings worker metrics port unavailable; metrics not served",
-                    extra={"port": port, "error": repr(exc)})

@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import sys
-import threading
 import time
 import uuid
 
 import dramatiq
 import redis
-from prometheus_client import start_http_server
 
 from broker.event_publisher import EventPublisher
 from broker.naming import chat_queue
@@ -32,6 +29,7 @@ from shared.registry import ModelRegistry, ModelSpec
 from shared.settings import Settings
 from shared.structured_logging import configure_logging
 from shared.tokenizer_cache import prepare_tokenizer
+from shared.worker_process import serve_metrics, wait_for_stop_signal
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +103,7 @@ def run_worker(settings: Settings) -> None:
                                                        for loop in loops))
     depth = QueueDepthMonitor(settings.broker_url, list(by_model))
     if settings.worker_metrics_port:
-        _serve_metrics(settings.worker_metrics_addr, settings.worker_metrics_port)
+        serve_metrics(settings.worker_metrics_addr, settings.worker_metrics_port)
 
     # Every actor thread holds one job for its whole generation, so the thread count is the
     # batch capacity; prefetching more than that would park jobs here that another worker could run.
@@ -118,10 +116,7 @@ def run_worker(settings: Settings) -> None:
     depth.start()
     log.info("worker ready", extra={"worker_id": worker_id, "models": list(by_model), "threads": threads})
 
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    stop.wait()
+    wait_for_stop_signal()
 
     log.info("worker stopping: withdrawing, then letting running jobs finish")
     announcer.stop()
@@ -132,12 +127,3 @@ def run_worker(settings: Settings) -> None:
     broker.close()
     log.info("worker stopped")
 
-
-def _serve_metrics(addr: str, port: int) -> None:
-    try:
-        start_http_server(port, addr=addr)
-        log.info("worker metrics served", extra={"port": port})
-    except OSError as exc:
-        # Several workers on one machine: only the first gets the port unless each is given one.
-        log.warning("worker metrics port unavailable; metrics not served",
-                    extra={"port": port, "error": repr(exc)})
