@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 
 from broker.contracts import SamplingParams
-from inference_worker.engines.base import ChoiceOutput, EngineRequest
+from inference_worker.engines.base import EngineRequest
 from inference_worker.engines.llamacpp import PREFILL_TOKENS_PER_STEP, LlamaCppEngine
 from shared.settings import Settings
+from tests.unit.inference_worker.engines.driving import request, run, run_out
 
 PROMPTS = {
     "short": "Hi!",
     "medium": "Write a long story about a dragon who learns to cook.",
     "france": "What is the capital of France? Answer in one sentence.",
 }
-MAX_STEPS = 300  # a guard: no test here needs more engine steps than this
 
 
 def make_engine(spec, tokenizer, **settings) -> LlamaCppEngine:
@@ -42,52 +42,7 @@ def idle_engine_after_each_test(request):
     """A failing test may leave requests behind: run them out so the next test starts idle."""
     yield
     if "engine" in request.fixturenames:
-        engine = request.getfixturevalue("engine")
-        for _ in range(MAX_STEPS):
-            if not engine.has_work:
-                break
-            engine.step()
-
-
-def request(chat_tokenizer, request_id: str, prompt: str, **sampling) -> EngineRequest:
-    n = sampling.pop("n", 1)
-    sampling.setdefault("temperature", 0.0)
-    sampling.setdefault("max_tokens", 10)
-    ids = chat_tokenizer.prompt_ids([{"role": "user", "content": prompt}])
-    return EngineRequest(request_id, ids, SamplingParams(**sampling), n)
-
-
-class Run:
-    """What the engine produced over a whole run, and what each llama_decode ran."""
-
-    def __init__(self) -> None:
-        self.outputs: dict[tuple[str, int], list[ChoiceOutput]] = defaultdict(list)
-        self.decodes: list = []
-
-    def text(self, request_id: str, index: int = 0) -> str:
-        return "".join(o.text for o in self.outputs[request_id, index])
-
-    def tokens(self, request_id: str, index: int = 0) -> int:
-        return sum(o.tokens for o in self.outputs[request_id, index])
-
-    def finish_reason(self, request_id: str, index: int = 0) -> str | None:
-        return self.outputs[request_id, index][-1].finish_reason
-
-
-def run(engine: LlamaCppEngine, schedule: dict[int, list[EngineRequest]]) -> Run:
-    """Step the engine until it is idle, adding each request at the step the schedule names."""
-    result = Run()
-    for step in range(MAX_STEPS):
-        for added in schedule.get(step, []):
-            engine.add(added)
-        if not engine.has_work and step >= max(schedule):
-            return result
-        steps_before = engine.steps
-        for output in engine.step():
-            result.outputs[output.request_id, output.index].append(output)
-        if engine.steps > steps_before:
-            result.decodes.append(engine.last_step)
-    raise AssertionError("the engine did not finish within the step guard")
+        run_out(request.getfixturevalue("engine"))
 
 
 def test_two_requests_generate_in_the_same_decode_steps(engine, chat_tokenizer):

@@ -7,12 +7,11 @@ from collections import defaultdict
 
 import pytest
 
-from broker.contracts import SamplingParams
 from inference_worker.engines import transformers_cpu
-from inference_worker.engines.base import ChoiceOutput, EngineRequest
 from inference_worker.engines.sampling import ChoiceSampler
 from inference_worker.engines.transformers_cpu import TransformersEngine
 from shared.settings import Settings
+from tests.unit.inference_worker.engines.driving import request, run, run_out
 
 LONG_CONTEXT = ("The river rose through the night. By morning the lower town was under water, and the "
                 "ferry that linked the two banks had been torn from its moorings and carried downstream. ") * 3
@@ -21,7 +20,6 @@ PROMPTS = {
     "medium": "Write a long story about a dragon who learns to cook.",
     "long": LONG_CONTEXT + "Continue the story in your own words.",
 }
-MAX_STEPS = 200  # a guard: no test here needs more engine steps than this
 
 
 @pytest.fixture(scope="module")
@@ -41,11 +39,7 @@ def idle_engine_after_each_test(request):
     """A failing test may leave requests behind: run them out so the next test starts idle."""
     yield
     if "engine" in request.fixturenames:
-        engine = request.getfixturevalue("engine")
-        for _ in range(MAX_STEPS):
-            if not engine.has_work:
-                break
-            engine.step()
+        run_out(request.getfixturevalue("engine"))
 
 
 @pytest.fixture
@@ -68,42 +62,6 @@ def sampled_tokens(monkeypatch) -> dict[tuple[int, int], list[int]]:
 
     monkeypatch.setattr(transformers_cpu, "ChoiceSampler", RecordingSampler)
     return tokens
-
-
-def request(chat_tokenizer, request_id: str, prompt: str, **sampling) -> EngineRequest:
-    n = sampling.pop("n", 1)
-    sampling.setdefault("temperature", 0.0)
-    sampling.setdefault("max_tokens", 10)
-    ids = chat_tokenizer.prompt_ids([{"role": "user", "content": prompt}])
-    return EngineRequest(request_id, ids, SamplingParams(**sampling), n)
-
-
-class Run:
-    """What the engine produced, per (request id, choice index), over a whole run."""
-
-    def __init__(self) -> None:
-        self.outputs: dict[tuple[str, int], list[ChoiceOutput]] = defaultdict(list)
-        self.most_running = 0
-
-    def text(self, request_id: str, index: int = 0) -> str:
-        return "".join(o.text for o in self.outputs[request_id, index])
-
-    def finish_reason(self, request_id: str, index: int = 0) -> str | None:
-        return self.outputs[request_id, index][-1].finish_reason
-
-
-def run(engine: TransformersEngine, schedule: dict[int, list[EngineRequest]]) -> Run:
-    """Step the engine until it is idle, adding each request at the step the schedule names."""
-    result = Run()
-    for step in range(MAX_STEPS):
-        for added in schedule.get(step, []):
-            engine.add(added)
-        if not engine.has_work and step >= max(schedule):
-            return result
-        for output in engine.step():
-            result.outputs[output.request_id, output.index].append(output)
-        result.most_running = max(result.most_running, engine.running)
-    raise AssertionError("the engine did not finish within the step guard")
 
 
 def test_batched_greedy_outputs_equal_solo_outputs(engine, chat_tokenizer, sampled_tokens):
