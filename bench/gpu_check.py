@@ -142,8 +142,11 @@ def check_engine(engine_name: str, model_dir: Path, report: dict, batched: bool 
             done = sum(1 for r in out.values() if r["finish"][0] is not None)
             return most >= 24 and done == 24, {"most_running": most, "finished": done}
         check("batch_of_24_runs_together", batch24)
-    del engine
+
+
+def free_gpu_memory() -> None:
     import gc
+
     import torch
     gc.collect()
     torch.cuda.empty_cache()
@@ -192,6 +195,7 @@ def main() -> None:
         except Exception as exc:  # noqa: BLE001
             entry["error"] = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()[-3000:]}"
             print(f"[{name}] ERROR {entry['error']}", flush=True)
+        free_gpu_memory()  # the engine checked last is garbage now: give its memory back
     print(json.dumps(report, indent=1, default=str)[-6000:])
     if args.out:
         args.out.write_text(json.dumps(report, indent=1, default=str))

@@ -199,8 +199,8 @@ def main() -> None:
 
     multiprocessing.set_start_method("spawn")
     report: dict = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "cuda": torch.version.cuda}
-    import exllamav3
-    report["exllamav3"] = exllamav3.__version__ if hasattr(exllamav3, "__version__") else "?"
+    from importlib.metadata import version
+    report["exllamav3"] = version("exllamav3")
     report["bandwidth_bytes_per_s"] = measure_bandwidth()
     print(f"device-to-device copy: {report['bandwidth_bytes_per_s'] / 1e12:.2f} TB/s (read + write)", flush=True)
 

@@ -46,14 +46,15 @@ for stage in "$@"; do
       python3 -c 'import exllamav3, exllamav2; from exllamav2 import ext; print("prebuilt extensions import")'
       continue
     fi
-    cp .whl/fa/*.tar.gz "$W/" 2>/dev/null
     cd "$W"
     setsid nohup bash -c "MAX_JOBS=12 python3 -c 'import exllamav3; print(exllamav3.__file__)' > build-v3.log 2>&1 && touch build-v3.ok; touch build-v3.done" >/dev/null 2>&1 &
     setsid nohup bash -c "MAX_JOBS=4 python3 -c 'import exllamav2; from exllamav2 import ext; print(ext.__file__)' > build-v2.log 2>&1 && touch build-v2.ok; touch build-v2.done" >/dev/null 2>&1 &
+    # flash-attn from source (only when its sdist is carried in .whl/fa): how far it gets is the evidence.
+    ls "$OLDPWD"/.whl/fa/flash_attn-*.tar.gz >/dev/null 2>&1 && cp "$OLDPWD"/.whl/fa/flash_attn-*.tar.gz . && \
     setsid nohup nice -n 19 bash -c "tar xzf flash_attn-*.tar.gz && cd flash_attn-2.8.3.post2 && date +%s > ../fa.start && FLASH_ATTENTION_FORCE_BUILD=TRUE FLASH_ATTN_CUDA_ARCHS=90 MAX_JOBS=6 python3 setup.py build_ext > ../build-fa.log 2>&1 && touch ../build-fa.ok; touch ../build-fa.done" >/dev/null 2>&1 &
     cd - >/dev/null
     sleep 45
-    tail -3 "$W"/build-*.log; ls ~/.cache/torch_extensions/*/ 2>/dev/null
+    tail -n 3 "$W"/build-*.log; ls ~/.cache/torch_extensions/*/ 2>/dev/null
     ;;
   stash)  # keep this call's carried model parts on the (warm) machine for a later call
     for part in .gpu-a/*.part? .gpu-b/*.part? .gpu-c/*.part?; do [ -f "$part" ] && cp "$part" "$W/"; done
@@ -72,7 +73,7 @@ for stage in "$@"; do
     echo "$(cat .gpu-c/smollm2.gguf.sha256 2>/dev/null)  $W/SmolLM2-135M-Instruct.Q4_1.gguf" | sha256sum -c - || true
     wait_for "$W/build-v3.done" 420 || { echo "exllamav3 build still running"; tail -5 "$W/build-v3.log"; }
     wait_for "$W/build-v2.done" 120 || { echo "exllamav2 build still running"; tail -5 "$W/build-v2.log"; }
-    tail -3 "$W/build-v3.log" "$W/build-v2.log"
+    tail -n 3 "$W/build-v3.log" "$W/build-v2.log"
     timeout 300 python3 -m bench.gpu_check --gguf "$W/SmolLM2-135M-Instruct.Q4_1.gguf" --work "$W" \
       --out "$OUT/check${CHECK_TAG:-}.json" ${CHECK_ENGINES:+--engines $CHECK_ENGINES} ${CHECK_ARGS:-} 2>&1 | grep -v Warning | tee "$W/check.log" | tail -60
     ;;

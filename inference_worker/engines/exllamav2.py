@@ -116,8 +116,10 @@ def _constraint_filter_class():
             token = int(token)
             self.constraint.observe(token, self.pieces[token] if token < len(self.pieces) else "")
 
+        # Both True: the generator then only ever asks for a precomputed logit mask (never `next()`),
+        # computed on its filter thread while the GPU runs the forward pass.
         def use_background_worker(self) -> bool:
-            return True  # computed while the GPU runs the forward pass
+            return True
 
         def can_mask_logits(self) -> bool:
             return True
@@ -131,10 +133,5 @@ def _constraint_filter_class():
             llguidance.torch.apply_token_bitmask_inplace(head, self.bitmask)
             logits[self.vocab_size:] = float("-inf")  # padding rows of the output layer
             return logits
-
-        def next(self):
-            self.prepare_logit_mask()
-            allowed = [t for t in range(self.vocab_size) if self.bitmask[0, t // 32] >> (t % 32) & 1]
-            return set(allowed), set()
 
     return _ConstraintFilter

@@ -84,11 +84,12 @@ class PagedGeneratorEngine(Engine):
             raise ValueError("this model's tokenizer does not support constrained output")
         if self.grammars is not None:
             self.grammars.constraint_for(request)  # compiles (and caches) now: a bad grammar fails here
-        if self._tokens_needed(request) > self.cache_capacity:
+        needed = self._tokens_needed(request)
+        if needed > self.cache_capacity:
             # The loop already refuses requests beyond the context length, and load() makes the
             # cache hold at least one of those; only a wide `n` gets here.
             raise ContextLengthExceededError(
-                f"This request needs {self._tokens_needed(request)} tokens of KV cache ({request.n} choices of "
+                f"This request needs {needed} tokens of KV cache ({request.n} choices of "
                 f"prompt + max_tokens); this model's workers hold {self.cache_capacity}. Lower 'n' or 'max_tokens'.",
                 param="n")
         self._waiting.append(request)
