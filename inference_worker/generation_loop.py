@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 from broker.contracts import TERMINAL_KINDS, EventKind, GenerationJob, JobEvent
 from broker.event_publisher import EventPublisher, PublishResult
 from inference_worker import metrics
-from inference_worker.engines.base import ChoiceOutput, Engine, EngineRequest
+from inference_worker.engines.base import ChoiceOutput, Engine, EngineRequest, Prompt
 from inference_worker.outbox import OutgoingBatch, Outbox
 from shared.errors import (ContextLengthExceededError, InvalidRequestError, LlamaGateError, RequestTimeoutError,
                            ServerError)
@@ -37,7 +37,8 @@ class ActiveJob:
     job: GenerationJob
     attempt: int
     done: threading.Event
-    images: Sequence[DecodedImage] = ()  # until the prompt is built
+    prompt: Optional[Prompt] = None  # built by `submit`, in the caller's thread
+    prompt_error: Optional[LlamaGateError] = None  # why it could not be built
     prompt_tokens: int = 0
     completion_tokens: int = 0
     next_seq: int = 0
@@ -80,9 +81,15 @@ class GenerationLoop:
 
     def submit(self, job: GenerationJob, attempt: int, images: Sequence[DecodedImage] = ()) -> threading.Event:
         """Hand a job (and its decoded images) to the loop; the returned event is set once the job
-        has ended, however it ended."""
+        has ended, however it ended. The prompt is built here, in the caller's (an actor's) thread:
+        rendering the template and processing images never hold up the batch's next step."""
         done = threading.Event()
-        self._inbox.put(("job", ActiveJob(job, attempt, done, images)))
+        active = ActiveJob(job, attempt, done)
+        try:
+            active.prompt = self.engine.prompt(job.messages, job.tools, images)
+        except Exception as exc:  # noqa: BLE001 - a template or image error is the request's fault
+            active.prompt_error = InvalidRequestError(f"Could not build the prompt: {exc}", param="messages")
+        self._inbox.put(("job", active))
         return done
 
     def seconds_since_tick(self) -> float:
@@ -140,14 +147,10 @@ class GenerationLoop:
                 active.done.set()
                 return None
             self._jobs[job.request_id] = active
-            try:
-                prompt = self.engine.prompt(job.messages, job.tools, active.images)
-            except Exception as exc:  # noqa: BLE001 - a template error is the request's fault
-                self._finish_with_error(active, InvalidRequestError(f"Could not build the prompt: {exc}",
-                                                                     param="messages"))
+            if active.prompt_error is not None:
+                self._finish_with_error(active, active.prompt_error)
                 return None
-            finally:
-                active.images = ()  # the prompt holds what the model needs of them
+            prompt, active.prompt = active.prompt, None  # the engine request holds what it needs of it
             prompt_ids = prompt.ids
             active.prompt_tokens = len(prompt_ids)
             if job.n > self.engine.max_sequences:

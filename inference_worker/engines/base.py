@@ -72,7 +72,9 @@ class Engine(ABC):
     def prompt(self, messages: tuple[dict[str, Any], ...], tools: tuple[dict[str, Any], ...] = (),
                images: Sequence[DecodedImage] = ()) -> Prompt:
         """The prompt for a conversation with its images (in the order of its {"type": "image"} parts).
-        Raises ValueError for what the engine cannot take; engines with vision override this."""
+        Raises ValueError for what the engine cannot take; engines with vision override this.
+        Called from the actors' threads, several at once: it may read the tokenizer and processor,
+        never the running batch."""
         if images:
             raise ValueError(f"The {self.name} engine does not accept images.")
         return Prompt(self.prompt_ids(messages, tools))

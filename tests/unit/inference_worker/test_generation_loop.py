@@ -411,3 +411,21 @@ def test_a_worker_refuses_a_vision_model_on_an_engine_without_images(benchmark_s
     vision_spec = dataclasses.replace(benchmark_spec, capabilities=frozenset({"chat", "vision"}))
     with pytest.raises(SystemExit, match="does not take images"):
         check_engine_capabilities(vision_spec, engine)
+
+
+class ThreadRecordingEngine(BenchmarkEngine):
+    """Notes which thread builds each prompt."""
+
+    prompt_threads: list[str] = []
+
+    def prompt(self, messages, tools=(), images=()):
+        self.prompt_threads.append(threading.current_thread().name)
+        return super().prompt(messages, tools, images)
+
+
+def test_prompts_are_built_in_the_submitting_thread_not_the_loop(make_worker):
+    worker = make_worker(ThreadRecordingEngine)
+    ThreadRecordingEngine.prompt_threads = []
+    kinds_seen = kinds(worker.run(make_job("req-thread")))
+    assert kinds_seen[-1] == EventKind.DONE
+    assert ThreadRecordingEngine.prompt_threads == [threading.current_thread().name]
