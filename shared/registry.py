@@ -11,9 +11,9 @@ from typing import Any, Iterator
 
 CAPABILITIES = frozenset({"chat", "tools", "json", "vision", "embeddings", "reasoning"})
 ENGINES = frozenset({"llamacpp", "transformers", "benchmark", "exllamav3", "exllamav2", "sentence-transformers"})
-# Engines that can put images into a prompt (a worker also refuses to start a vision model on an
-# engine build that does not take images yet: Engine.accepts_images).
-VISION_ENGINES = frozenset({"transformers", "exllamav3", "exllamav2"})
+# Engines that put images into a prompt: those whose Engine class sets `accepts_images` (the GPU
+# engines will join when they do; a worker also checks the class at start-up).
+VISION_ENGINES = frozenset({"transformers"})
 MICRO_DOLLARS_PER_DOLLAR = 1_000_000
 
 

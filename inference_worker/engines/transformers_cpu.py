@@ -113,10 +113,9 @@ class TransformersEngine(Engine):
                images: Sequence[DecodedImage] = ()) -> Prompt:
         if self.vision is None:
             return super().prompt(messages, tools, images)
-        text = self.tokenizer.render(messages, tools, content_parts=True)
         if not images:
-            return Prompt(self.tokenizer.encode(text))
-        return self.vision.prompt(text, images)
+            return Prompt(self.tokenizer.prompt_ids(messages, tools, content_parts=True))
+        return self.vision.prompt(self.tokenizer.render(messages, tools, content_parts=True), images)
 
     def add(self, request: EngineRequest) -> None:
         self.grammars.constraint_for(request)  # compiles (and caches) now: a bad grammar fails here

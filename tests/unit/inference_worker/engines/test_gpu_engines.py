@@ -61,3 +61,15 @@ def test_gpu_settings_parse_from_the_environment():
         Settings.from_env({"LLAMAGATE_EXLLAMAV2_ALLOW_UNBATCHED": "maybe"})
     with pytest.raises(ValueError, match="GPU_MEMORY_FRACTION"):
         Settings.from_env({"LLAMAGATE_GPU_MEMORY_FRACTION": "1.5"})
+
+
+def test_the_registry_admits_vision_models_on_exactly_the_engines_that_take_images():
+    from inference_worker.engines.benchmark import BenchmarkEngine
+    from inference_worker.engines.exllamav2 import ExLlamaV2Engine
+    from inference_worker.engines.exllamav3 import ExLlamaV3Engine
+    from inference_worker.engines.llamacpp import LlamaCppEngine
+    from inference_worker.engines.transformers_cpu import TransformersEngine
+    from shared.registry import VISION_ENGINES
+
+    classes = (BenchmarkEngine, ExLlamaV2Engine, ExLlamaV3Engine, LlamaCppEngine, TransformersEngine)
+    assert {cls.name for cls in classes if cls.accepts_images} == VISION_ENGINES
