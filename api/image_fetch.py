@@ -17,11 +17,11 @@ import gevent
 import httpcore
 
 from api.url_guard import AddressPolicy, GuardedBackend, RefusedAddress
-from shared.images import MEDIA_TYPES, SUPPORTED, ImageError, too_large
+from shared.images import FORMAT_MEDIA_TYPES, MEDIA_TYPES, SUPPORTED, ImageError, too_large
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 USER_AGENT = b"LlamaGate-image-fetch/1.0"
-ACCEPT = b"image/png, image/jpeg, image/webp, image/gif"
+ACCEPT = ", ".join(FORMAT_MEDIA_TYPES.values()).encode()
 DEFAULT_PORTS = {"http": 80, "https": 443}
 READ_CHUNK = 64 * 1024
 

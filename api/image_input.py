@@ -29,7 +29,7 @@ from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
-DATA_URL = re.compile(r"data:(?P<media_type>[\w.+-]+/[\w.+-]+)?(?P<params>(;[^;,]*)*?);base64,(?P<data>.*)",
+DATA_URL = re.compile(r"data:(?P<media_type>[\w.+-]+/[\w.+-]+)?(?:;[^;,]*)*?;base64,(?P<data>.*)",
                       re.DOTALL | re.IGNORECASE)
 FETCH_CONCURRENCY = 4  # images of one request fetched at once
 

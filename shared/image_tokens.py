@@ -31,15 +31,19 @@ class ImageTokenRule(ABC):
     def describe(self) -> str:
         """What an image costs in prompt tokens, in a few words (for the pricing page)."""
 
+    def check_placed(self, prompt: str, images: int) -> None:
+        """Raise ValueError unless the rendered prompt holds one placeholder per image."""
+        placed = prompt.count(self.placeholder)
+        if placed != images:
+            raise ValueError(f"the chat template placed {placed} image(s) for {images} image(s) in the messages")
+
     def expand(self, prompt: str, sizes: Sequence[tuple[int, int, str]]) -> str:
         """The prompt with each placeholder, in order, replaced by its image's text.
 
         `sizes` holds (width, height, detail) of each image. Raises ValueError when the rendered
         prompt does not hold one placeholder per image (a template that drops or adds images)."""
+        self.check_placed(prompt, len(sizes))
         pieces = prompt.split(self.placeholder)
-        if len(pieces) - 1 != len(sizes):
-            raise ValueError(f"the chat template placed {len(pieces) - 1} image(s) for {len(sizes)} image(s) "
-                             "in the messages")
         out = [pieces[0]]
         for (width, height, detail), piece in zip(sizes, pieces[1:]):
             out.append(self.image_text(width, height, detail))

@@ -18,8 +18,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 # Pillow's format names, by the media type a data URL or an HTTP response names.
 MEDIA_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG", "image/jpg": "JPEG", "image/webp": "WEBP",
                "image/gif": "GIF"}
-FORMATS = ("PNG", "JPEG", "WEBP", "GIF")
 FORMAT_MEDIA_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
+FORMATS = tuple(FORMAT_MEDIA_TYPES)
 SUPPORTED = "PNG, JPEG, WebP or GIF"
 
 

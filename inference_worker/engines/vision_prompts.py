@@ -38,9 +38,7 @@ class VisionPrompts:
 
     def prompt(self, text: str, images: Sequence[DecodedImage]) -> Prompt:
         """Token ids and pixel inputs for `text` (which holds one placeholder per image, in order)."""
-        placed = text.count(self.rule.placeholder)
-        if placed != len(images):
-            raise ValueError(f"the chat template placed {placed} image(s) for {len(images)} image(s) in the messages")
+        self.rule.check_placed(text, len(images))
         inputs = self.processor(text=[text], images=[image.image for image in images], add_special_tokens=False,
                                 return_tensors="pt")
         ids = inputs["input_ids"][0].tolist()
