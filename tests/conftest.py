@@ -181,6 +181,21 @@ class Stack:
         upgrade(self.env["LLAMAGATE_DATABASE_URL"])
         return Database(self.env["LLAMAGATE_DATABASE_URL"])
 
+    def usage_record(self, request_id: str, timeout: float = 15.0):
+        """The usage log row of a request, waiting for it: settlement follows the response."""
+        from sqlalchemy import select
+
+        from api.store.models import UsageRecord
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.db.transaction() as session:
+                record = session.scalar(select(UsageRecord).where(UsageRecord.request_id == request_id))
+            if record is not None:
+                return record
+            time.sleep(0.1)
+        raise AssertionError(f"no usage record for {request_id}")
+
     def create_account(self, credits: str = "100.00", email: Optional[str] = None, **key_limits) -> Account:
         """A user with an API key (with `key_limits`, such as rate_limit_concurrency) and `credits` dollars."""
         from api.accounts import api_keys, credits as credit_ledger, users

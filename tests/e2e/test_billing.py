@@ -10,7 +10,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-import time
 
 import httpx
 import openai
@@ -19,7 +18,7 @@ import redis
 from sqlalchemy import select
 
 from api.accounts import api_keys, credits, usage
-from api.store.models import LedgerEntry, UsageRecord
+from api.store.models import LedgerEntry
 
 pytestmark = pytest.mark.e2e
 
@@ -63,24 +62,13 @@ def cost(prompt: int, completion: int) -> int:
     return prompt * INPUT_MICROS + completion * OUTPUT_MICROS
 
 
-def usage_record(stack, request_id: str, timeout: float = 15.0) -> UsageRecord:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with stack.db.transaction() as session:
-            record = session.scalar(select(UsageRecord).where(UsageRecord.request_id == request_id))
-        if record is not None:
-            return record
-        time.sleep(0.1)
-    raise AssertionError(f"no usage record for {request_id}")
-
-
 def test_a_completion_is_charged_its_usage_at_the_models_prices(stack, make_openai_client, prompt_tokens):
     account = stack.create_account(credits="10")
     client = make_openai_client(stack, api_key=account.api_key, max_retries=0)
     raw = client.chat.completions.with_raw_response.create(model=MODEL, messages=MESSAGES, max_tokens=7)
     completion = raw.parse()
     assert completion.usage.completion_tokens == 7
-    record = usage_record(stack, raw.headers["x-request-id"])
+    record = stack.usage_record(raw.headers["x-request-id"])
     assert (record.prompt_tokens, record.completion_tokens, record.status) == (prompt_tokens, 7, "ok")
     assert record.cost_micros == cost(prompt_tokens, 7)
     assert credits.get_balance(stack.db, account.user_id) == credits.Balance(10_000_000 - cost(prompt_tokens, 7), 0)
@@ -93,7 +81,7 @@ def test_a_stream_is_charged_exactly_like_a_whole_response(stack, make_openai_cl
     request_id = stream.response.headers["x-request-id"]
     chunks = list(stream)
     assert chunks[-1].choices[0].finish_reason == "length"
-    record = usage_record(stack, request_id)
+    record = stack.usage_record(request_id)
     assert (record.completion_tokens, record.cost_micros) == (9, cost(prompt_tokens, 9))
     assert credits.get_balance(stack.db, account.user_id).balance_micros == 10_000_000 - cost(prompt_tokens, 9)
 
@@ -107,7 +95,7 @@ def test_a_client_that_leaves_pays_for_what_was_generated(stack, make_openai_cli
         if index == 5:
             break
     stream.close()
-    record = usage_record(stack, request_id, timeout=30)
+    record = stack.usage_record(request_id, timeout=30)
     assert record.status == "client_disconnected"
     assert 5 <= record.completion_tokens < 2000
     assert record.cost_micros == cost(prompt_tokens, record.completion_tokens)

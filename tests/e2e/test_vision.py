@@ -11,17 +11,14 @@ from __future__ import annotations
 
 import base64
 import io
-import time
 
 import httpx
 import openai
 import pytest
 import redis
 from PIL import Image
-from sqlalchemy import select
 
 from api.accounts import credits
-from api.store.models import UsageRecord
 from shared.chat_tokenizer import ChatTokenizer
 from shared.image_tokens import image_token_rule
 from shared.registry import ModelRegistry
@@ -112,17 +109,6 @@ def expected_prompt_tokens(vision_models_file):
     return count
 
 
-def usage_record(stack, request_id: str, timeout: float = 15.0) -> UsageRecord:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with stack.db.transaction() as session:
-            record = session.scalar(select(UsageRecord).where(UsageRecord.request_id == request_id))
-        if record is not None:
-            return record
-        time.sleep(0.1)
-    raise AssertionError(f"no usage record for {request_id}")
-
-
 def refusal(client, messages, model: str = VLM) -> openai.BadRequestError:
     return refusal_with(client, messages, model=model, max_tokens=2)
 
@@ -150,7 +136,7 @@ def test_a_data_url_round_trip_counts_and_charges_the_image_tokens(vision_stack,
     expected = expected_prompt_tokens(messages)
     assert completion.usage.prompt_tokens == expected
     assert expected - TOKENS_PER_IMAGE == expected_prompt_tokens(ask(text="What is in this picture?")) + 1
-    record = usage_record(vision_stack, raw.headers["x-request-id"])
+    record = vision_stack.usage_record(raw.headers["x-request-id"])
     assert (record.prompt_tokens, record.status) == (expected, "ok")
     spec = ModelRegistry.load(vision_stack.env["LLAMAGATE_MODELS_FILE"]).get(VLM)
     assert record.cost_micros == spec.pricing.cost_micros(expected, completion.usage.completion_tokens)
@@ -169,7 +155,9 @@ def test_several_images_stream_with_their_tokens_in_the_usage(client, expected_p
     assert chunks[-1].usage.completion_tokens <= 4
 
 
-def test_a_large_image_travels_through_redis_and_is_gone_afterwards(client, vision_stack, expected_prompt_tokens):
+def test_an_image_over_the_inline_cap_is_answered_and_leaves_no_key_behind(client, vision_stack,
+                                                                           expected_prompt_tokens):
+    # That it goes through Redis (and not inline) is shown in tests/integration/test_job_images.py.
     assert INLINE_MAX_BYTES < len(NOISE) < MAX_IMAGE_BYTES
     messages = ask(data_url(NOISE))
     completion = client.chat.completions.create(model=VLM, messages=messages, max_tokens=3)
