@@ -141,6 +141,12 @@ def count_prompt_tokens(runtime: Runtime, spec: ModelSpec, messages: Sequence[di
     except (OSError, UnsupportedVisionModel) as exc:
         log.error("no image-token rule for a vision model", extra={"model": spec.id, "error": repr(exc)})
         raise ServerError(f"The model `{spec.id}` cannot take images on this server right now.") from None
+    for image in images:
+        try:
+            rule.feature_tokens(image.width, image.height, image.detail)
+        except ValueError as exc:  # a size this model's encoder cannot take (Qwen2.5-VL: under 28 px)
+            raise InvalidRequestError(f"Invalid image: {exc}.", param=image.param,
+                                      code="invalid_image_format") from None
     try:
         expanded = rule.expand(rendered, [(image.width, image.height, image.detail) for image in images])
     except ValueError as exc:

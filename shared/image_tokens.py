@@ -1,16 +1,18 @@
 """How many prompt tokens an image takes, for a vision model, computed without its processor.
 
 A vision model's chat template writes a placeholder (LLaVA: `<image>`) where each image goes, and
-the model's processor replaces it with the image's tokens. The API must know that count before it
-queues a job (context length, rate limits, credits) without loading transformers and PyTorch, so
-each supported architecture has a rule here, read from the model's own processor configuration.
-The worker checks at start that its real processor agrees with the rule, so the count the API
-charges ahead is the count the worker reports.
+the model's processor replaces it with the image's text: a run of image tokens, one per feature the
+vision tower produces, sometimes between markers. The API must know that count before it queues a
+job (context length, rate limits, credits) without loading transformers and PyTorch, so each
+supported architecture has a rule here, read from the model's own configuration files. The worker
+checks at start that its engine's image encoder agrees with the rule, so the count the API charges
+ahead is the count the worker reports, whichever engine serves the model.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Sequence
@@ -22,10 +24,16 @@ class UnsupportedVisionModel(ValueError):
 
 class ImageTokenRule(ABC):
     placeholder: str  # what the chat template writes where an image goes
+    image_token: str  # the token each of the image's features takes the place of
 
     @abstractmethod
     def image_text(self, width: int, height: int, detail: str = "auto") -> str:
-        """The text an image's placeholder becomes (what the processor writes)."""
+        """The text an image's placeholder becomes (what the processor writes). Raises ValueError
+        for an image the model cannot take (Qwen2-VL: a side under one patch grid cell)."""
+
+    def feature_tokens(self, width: int, height: int, detail: str = "auto") -> int:
+        """How many image tokens (features of the vision tower) the image becomes."""
+        return self.image_text(width, height, detail).count(self.image_token)
 
     @abstractmethod
     def describe(self) -> str:
@@ -52,17 +60,22 @@ class ImageTokenRule(ABC):
 
 
 class FixedImageTokens(ImageTokenRule):
-    """LLaVA (1.5, interleave, BakLLaVA, ...): every image is resized to the vision tower's input size
-    and becomes the same number of image tokens, whatever its size or `detail`."""
+    """LLaVA (1.5, interleave, BakLLaVA, ...) and Gemma 3: every image is resized to the vision tower's
+    input size and becomes the same number of image tokens, whatever its size or `detail`, written
+    between the architecture's markers (`before`, `after`) if it has any."""
 
-    def __init__(self, placeholder: str, tokens_per_image: int):
+    def __init__(self, placeholder: str, tokens_per_image: int, image_token: str | None = None,
+                 before: str = "", after: str = ""):
         if tokens_per_image <= 0:
             raise UnsupportedVisionModel("an image must take at least one token")
         self.placeholder = placeholder
+        self.image_token = image_token or placeholder
         self.tokens_per_image = tokens_per_image
+        self.before = before
+        self.after = after
 
     def image_text(self, width: int, height: int, detail: str = "auto") -> str:
-        return self.placeholder * self.tokens_per_image
+        return self.before + self.image_token * self.tokens_per_image + self.after
 
     def describe(self) -> str:
         return f"{self.tokens_per_image:,} tokens per image"
@@ -83,6 +96,83 @@ class FixedImageTokens(ImageTokenRule):
             tokens -= 1
         return cls(processor.get("image_token") or "<image>", tokens)
 
+    @classmethod
+    def for_gemma3(cls, config: dict[str, Any], processor: dict[str, Any], image_processor: dict[str, Any]
+                   ) -> "FixedImageTokens":
+        """Gemma 3's processor: the template's `<start_of_image>` becomes a fixed run of soft tokens
+        (the vision tower's pooled features) between the image markers, set apart by blank lines."""
+        tokens = config.get("mm_tokens_per_image")
+        if not isinstance(tokens, int):
+            raise UnsupportedVisionModel("the Gemma 3 configuration names no mm_tokens_per_image")
+        if processor.get("image_seq_length", tokens) != tokens:
+            raise UnsupportedVisionModel(f"the processor writes {processor['image_seq_length']} tokens per image "
+                                         f"where the model has {tokens}")
+        if image_processor.get("do_pan_and_scan"):
+            # Pan and scan adds crops, and so tokens, that depend on the image's shape.
+            raise UnsupportedVisionModel("Gemma 3's pan-and-scan is not supported; set do_pan_and_scan false")
+        return cls("<start_of_image>", tokens, image_token="<image_soft_token>",
+                   before="\n\n<start_of_image>", after="<end_of_image>\n\n")
+
+
+class PatchGridImageTokens(ImageTokenRule):
+    """Qwen2-VL and Qwen2.5-VL: the image keeps its aspect ratio, resized to whole cells of
+    (patch × merge) pixels within a pixel budget, and each cell becomes one image token."""
+
+    placeholder = image_token = "<|image_pad|>"
+
+    def __init__(self, patch_size: int, merge_size: int, min_pixels: int, max_pixels: int):
+        if patch_size <= 0 or merge_size <= 0 or not 0 < min_pixels <= max_pixels:
+            raise UnsupportedVisionModel(f"unusable image grid settings (patch_size={patch_size}, merge_size="
+                                         f"{merge_size}, min_pixels={min_pixels}, max_pixels={max_pixels})")
+        self.cell = patch_size * merge_size
+        self.min_pixels = min_pixels
+        self.max_pixels = max_pixels
+
+    def resized(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) after the processor's resize: whole cells, aspect kept, inside the budget.
+
+        Images under one cell on a side, or over 200:1, are refused: the processors (and ExLlamaV3's
+        vision encoder) raise on them instead of resizing."""
+        cell = self.cell
+        if width < cell or height < cell:
+            raise ValueError(f"this model needs images at least {cell}x{cell} pixels; one is {width}x{height}")
+        if max(width, height) / min(width, height) > 200:
+            raise ValueError(f"this model takes images up to an aspect ratio of 200:1; one is {width}x{height}")
+        w_bar, h_bar = round(width / cell) * cell, round(height / cell) * cell
+        if w_bar * h_bar > self.max_pixels:
+            beta = math.sqrt(width * height / self.max_pixels)
+            w_bar = max(cell, math.floor(width / beta / cell) * cell)
+            h_bar = max(cell, math.floor(height / beta / cell) * cell)
+        elif w_bar * h_bar < self.min_pixels:
+            beta = math.sqrt(self.min_pixels / (width * height))
+            w_bar = math.ceil(width * beta / cell) * cell
+            h_bar = math.ceil(height * beta / cell) * cell
+        return w_bar, h_bar
+
+    def image_text(self, width: int, height: int, detail: str = "auto") -> str:
+        w_bar, h_bar = self.resized(width, height)
+        return self.image_token * ((w_bar // self.cell) * (h_bar // self.cell))
+
+    def describe(self) -> str:
+        low, high = max(1, self.min_pixels // self.cell ** 2), self.max_pixels // self.cell ** 2
+        return f"one token per {self.cell}x{self.cell} pixels, {low:,} to {high:,} tokens per image"
+
+    @classmethod
+    def for_qwen2_vl(cls, config: dict[str, Any], processor: dict[str, Any], image_processor: dict[str, Any]
+                     ) -> "PatchGridImageTokens":
+        """Read as Qwen2VLImageProcessor reads it: min/max_pixels when given, else size's edges
+        (which hold pixel counts despite their names)."""
+        vision = config.get("vision_config", {})
+        patch = image_processor.get("patch_size") or vision.get("patch_size") or vision.get("spatial_patch_size")
+        merge = image_processor.get("merge_size") or vision.get("spatial_merge_size")
+        size = image_processor.get("size") or {}
+        low = image_processor.get("min_pixels") or size.get("shortest_edge")
+        high = image_processor.get("max_pixels") or size.get("longest_edge")
+        if not all(isinstance(value, int) for value in (patch, merge, low, high)):
+            raise UnsupportedVisionModel(f"the Qwen2-VL image processor configuration lacks patch_size, merge_size "
+                                         f"or the pixel budget (size={size!r})")
+        return cls(patch, merge, low, high)
+
 
 def _processed_size(image_processor: dict[str, Any]) -> tuple[int, int]:
     """(height, width) every image has after the image processor (a fixed-size one)."""
@@ -96,7 +186,8 @@ def _processed_size(image_processor: dict[str, Any]) -> tuple[int, int]:
                                  f"crop_size={crop!r})")
 
 
-RULES = {"llava": FixedImageTokens.for_llava}
+RULES = {"llava": FixedImageTokens.for_llava, "gemma3": FixedImageTokens.for_gemma3,
+         "qwen2_vl": PatchGridImageTokens.for_qwen2_vl, "qwen2_5_vl": PatchGridImageTokens.for_qwen2_vl}
 
 
 def image_token_rule(directory: Path) -> ImageTokenRule:

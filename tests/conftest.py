@@ -524,6 +524,14 @@ def tiny_vlm_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_qwen_vl_dir(tmp_path_factory) -> Path:
+    """A tiny random-weight Qwen2.5-VL (see tests/tiny_vlm.py), built once per session."""
+    from tiny_vlm import build_tiny_qwen25_vl
+
+    return build_tiny_qwen25_vl(tmp_path_factory.mktemp("tiny-qwen25-vl"))
+
+
+@pytest.fixture(scope="session")
 def vision_models_file(tiny_vlm_dir, tmp_path_factory) -> Path:
     """The default registry plus the tiny LLaVA (as `tiny-llava`), for stacks that serve it."""
     from shared.settings import DEFAULT_MODELS_FILE

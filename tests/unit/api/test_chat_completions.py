@@ -94,3 +94,17 @@ def test_images_the_template_does_not_place_are_refused(tiny_vlm_dir, vision_spe
     with pytest.raises(InvalidRequestError) as caught:
         count_prompt_tokens(VisionRuntime(tiny_vlm_dir), vision_spec, messages, (), [picture(1, 1)] * 2)
     assert caught.value.param == "messages" and "placed 1 image" in caught.value.message
+
+
+def test_an_image_the_models_encoder_cannot_take_is_refused_naming_its_part(tiny_vlm_dir, vision_spec):
+    from shared.image_tokens import PatchGridImageTokens
+
+    runtime = VisionRuntime(tiny_vlm_dir)
+    runtime._rule = PatchGridImageTokens(14, 2, 3136, 12845056)  # Qwen2.5-VL's: at least 28 pixels a side
+    runtime._rule.placeholder = "<image>"  # where the tiny model's template puts images
+    messages = [{"role": "user", "content": [{"type": "text", "text": "Hi"}, {"type": "image"}]}]
+    tiny = dataclasses.replace(picture(20, 300), param="messages[0].content[1]")
+    with pytest.raises(InvalidRequestError) as caught:
+        count_prompt_tokens(runtime, vision_spec, messages, (), [tiny])
+    assert caught.value.param == "messages[0].content[1]" and "at least 28x28" in caught.value.message
+    assert count_prompt_tokens(runtime, vision_spec, messages, (), [picture(56, 300)]) > 1
