@@ -25,7 +25,7 @@ from inference_worker.engines import create_engine
 from inference_worker.generation_loop import GenerationLoop
 from inference_worker.queue_depth import QueueDepthMonitor
 from shared.chat_tokenizer import ChatTokenizer
-from shared.registry import ModelRegistry, ModelSpec
+from shared.registry import VISION_ENGINES, ModelRegistry, ModelSpec
 from shared.settings import Settings
 from shared.structured_logging import configure_logging
 from shared.tokenizer_cache import prepare_tokenizer
@@ -55,7 +55,8 @@ def check_engine_capabilities(spec: ModelSpec, engine) -> None:
     (and charge for) images that every job then refuses."""
     if spec.supports("vision") and not engine.accepts_images:
         raise SystemExit(f"model {spec.id!r} has the vision capability, but the {engine.name} engine does not take "
-                         "images; remove 'vision' from its capabilities or serve it on the transformers engine")
+                         "images; remove 'vision' from its capabilities or serve it on an engine among "
+                         f"{', '.join(sorted(VISION_ENGINES))}")
 
 
 # The generation loop may run Python for long stretches (sampling, the benchmark engine); a short

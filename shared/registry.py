@@ -11,9 +11,9 @@ from typing import Any, Iterator
 
 CAPABILITIES = frozenset({"chat", "tools", "json", "vision", "embeddings", "reasoning"})
 ENGINES = frozenset({"llamacpp", "transformers", "benchmark", "exllamav3", "exllamav2", "sentence-transformers"})
-# Engines that put images into a prompt: those whose Engine class sets `accepts_images` (the GPU
-# engines will join when they do; a worker also checks the class at start-up).
-VISION_ENGINES = frozenset({"transformers"})
+# Engines that put images into a prompt: those whose Engine class sets `accepts_images` (a worker
+# also checks the class at start-up, and the engine the model's architecture when it loads it).
+VISION_ENGINES = frozenset({"transformers", "exllamav3"})
 MICRO_DOLLARS_PER_DOLLAR = 1_000_000
 
 

@@ -4,6 +4,8 @@ ExLlamaV3's generator pages its KV cache and batches every running job (continuo
 with its own Triton paged-attention kernels, so it needs no flash-attn. It loads EXL3-quantized
 models and unquantized HF safetensors (FP16/BF16) alike. Structured output goes through a
 filter that wraps LlamaGate's own llguidance constraint, the same one the CPU engines use.
+Vision models (Gemma 3, Qwen2.5-VL) take images through the model's own vision encoder
+(exllamav3_vision.py).
 """
 
 from __future__ import annotations
@@ -11,19 +13,27 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from typing import Any, Sequence
 
 import torch
 
 from inference_worker.constraints import TokenConstraint
-from inference_worker.engines.base import EngineRequest
+from inference_worker.engines.base import EngineRequest, Prompt
+from inference_worker.engines.exllamav3_vision import ExLlamaV3Vision
 from inference_worker.engines.gpu import require_cuda
 from inference_worker.engines.paged_generator import PagedGeneratorEngine
+from shared.images import DecodedImage
 
 log = logging.getLogger(__name__)
 
 
 class ExLlamaV3Engine(PagedGeneratorEngine):
     name = "exllamav3"
+    accepts_images = True  # for models with the vision capability (exllamav3_vision.MODEL_TYPES)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.vision: ExLlamaV3Vision | None = None
 
     def load(self) -> None:
         require_cuda(self.name, "exllamav3")
@@ -50,6 +60,8 @@ class ExLlamaV3Engine(PagedGeneratorEngine):
         self._check_paged_attention()
         self.make_grammar_compiler(config.vocab_size)
         self._pieces = self.library_tokenizer.get_id_to_piece_list(True)
+        if self.spec.supports("vision"):
+            self.vision = ExLlamaV3Vision.load(config, directory, self.tokenizer, self.library_tokenizer)
         log.info("model loaded", extra={"model": self.spec.id, "engine": self.name,
                                         "seconds": round(time.monotonic() - started, 1),
                                         "cache_tokens": self.cache_capacity, "max_batch_size": self.max_sequences,
@@ -72,6 +84,19 @@ class ExLlamaV3Engine(PagedGeneratorEngine):
             raise RuntimeError("the ExLlamaV3 generator ran two jobs one after the other: paged attention is not "
                                "working on this GPU, and a worker must not serve one sequence at a time")
 
+    def prompt(self, messages: tuple[dict[str, Any], ...], tools: tuple[dict[str, Any], ...] = (),
+               images: Sequence[DecodedImage] = ()) -> Prompt:
+        if self.vision is None:
+            return super().prompt(messages, tools, images)
+        if not images:
+            return Prompt(self.tokenizer.prompt_ids(messages, tools, content_parts=True))
+        return self.vision.prompt(self.tokenizer.render(messages, tools, content_parts=True), images)
+
+    def prepared(self, request: EngineRequest) -> EngineRequest:
+        if request.model_inputs.get("images"):
+            return self.vision.encoded(request)  # on the loop's thread, like every GPU call
+        return request
+
     def _new_job(self, request: EngineRequest, index: int, constraint: TokenConstraint | None):
         from exllamav3 import Job
         from exllamav3.generator.sampler import ArgmaxSampler, ComboSampler
@@ -87,6 +112,7 @@ class ExLlamaV3Engine(PagedGeneratorEngine):
         return Job(input_ids=torch.tensor([request.prompt_ids], dtype=torch.long),
                    max_new_tokens=sampling.max_tokens, sampler=sampler, seed=self.seed_for(request, index),
                    stop_conditions=self.stop_conditions(request), filters=filters,
+                   embeddings=list(request.model_inputs.get("embeddings", ())) or None,
                    identifier=(request.request_id, index))
 
 

@@ -92,7 +92,12 @@ class PagedGeneratorEngine(Engine):
                 f"This request needs {needed} tokens of KV cache ({request.n} choices of "
                 f"prompt + max_tokens); this model's workers hold {self.cache_capacity}. Lower 'n' or 'max_tokens'.",
                 param="n")
-        self._waiting.append(request)
+        self._waiting.append(self.prepared(request))
+
+    def prepared(self, request: EngineRequest) -> EngineRequest:
+        """The request as it waits for admission, once it is known to fit (engines with image
+        encoders encode here, on the loop's thread)."""
+        return request
 
     def abort(self, request_id: str) -> None:
         self._waiting = deque(r for r in self._waiting if r.request_id != request_id)

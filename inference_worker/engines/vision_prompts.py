@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from PIL import Image
 
 from inference_worker.engines.base import Prompt
+from inference_worker.engines.vision_checks import check_template, probe_images, require_model_type
 from shared.chat_tokenizer import ChatTokenizer
 from shared.image_tokens import ImageTokenRule, image_token_rule
 from shared.images import DecodedImage
@@ -19,6 +19,9 @@ log = logging.getLogger(__name__)
 
 # Keys of the processor's output that are not prefill inputs of the model.
 TEXT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+# Architectures whose prefill this engine's batching is tested with (Qwen2-VL's 3-D positions and
+# Gemma 3's image attention would need more than pixel values in a left-padded batch).
+MODEL_TYPES = frozenset({"llava"})
 
 
 class VisionPrompts:
@@ -31,8 +34,9 @@ class VisionPrompts:
     def load(cls, directory: Path, tokenizer: ChatTokenizer) -> "VisionPrompts":
         from transformers import AutoProcessor
 
+        require_model_type(directory, MODEL_TYPES, "transformers")
         prompts = cls(AutoProcessor.from_pretrained(str(directory)), image_token_rule(directory), tokenizer)
-        prompts.check_template()
+        check_template(tokenizer, prompts.rule)
         prompts.check_rule()
         return prompts
 
@@ -46,24 +50,13 @@ class VisionPrompts:
                         if key not in TEXT_KEYS and isinstance(value, torch.Tensor)}
         return Prompt(ids, model_inputs)
 
-    def check_template(self) -> None:
-        """Refuse a chat template that does not place images where the messages have them (or that
-        loses the text around them): its answers would be about pictures it never saw."""
-        probe = "Describe the picture in one word."
-        text = self.tokenizer.render([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": probe}]}],
-                                     content_parts=True)
-        if text.count(self.rule.placeholder) != 1 or probe not in text:
-            raise RuntimeError(f"the model's chat template does not place an image as {self.rule.placeholder!r} "
-                               "beside the text of a message; it cannot be served with images")
-
     def check_rule(self) -> None:
         """Refuse to serve a model whose processor counts image tokens differently from the rule the
         API counts (and charges) with: every request would be miscounted."""
         text = f"Look: {self.rule.placeholder} and {self.rule.placeholder}."
-        sizes = [(640, 480), (97, 311)]
-        images = [DecodedImage(Image.new("RGB", size, (200, 30, 30)), "PNG") for size in sizes]
+        images = probe_images()
         built = self.prompt(text, images).ids
-        counted = self.tokenizer.encode(self.rule.expand(text, [(w, h, "auto") for w, h in sizes]))
+        counted = self.tokenizer.encode(self.rule.expand(text, [(i.width, i.height, "auto") for i in images]))
         if built != counted:
             raise RuntimeError(f"the model's processor builds {len(built)} prompt tokens where LlamaGate's image-token "
                                f"rule ({type(self.rule).__name__}) counts {len(counted)}; this checkpoint's "

