@@ -3,6 +3,7 @@
 # the machine stays warm (state under /root/gpu). Not part of CI. Stages:
 #   setup   install the carried wheels, unpack Redis, start the CUDA extension builds (background)
 #   check   correctness of the engines on SmolLM2 (bench/gpu_check.py)
+#   vision  images on the exllamav3 engine, a tiny Qwen2.5-VL against transformers (bench/gpu_vision_check.py)
 #   bench   throughput on a random Llama-3.1-8B-shaped model (bench/gpu_engines.py)
 #   report  build logs, flash-attn build progress, extensions packed into $OUT
 set -u
@@ -77,6 +78,12 @@ for stage in "$@"; do
     timeout 300 python3 -m bench.gpu_check --gguf "$W/SmolLM2-135M-Instruct.Q4_1.gguf" --work "$W" \
       --out "$OUT/check${CHECK_TAG:-}.json" ${CHECK_ENGINES:+--engines $CHECK_ENGINES} ${CHECK_ARGS:-} 2>&1 | grep -v Warning | tee "$W/check.log" | tail -60
     ;;
+  vision)
+    log vision
+    wait_for "$W/build-v3.done" 420 || { echo "exllamav3 build still running"; continue; }
+    timeout 300 python3 -m bench.gpu_vision_check --work "$W" --out "$OUT/vision.json" 2>&1 | grep -v Warning \
+      | tee "$W/vision.log" | tail -40
+    ;;
   bench)
     log bench
     wait_for "$W/build-v3.done" 420 || { echo "exllamav3 build still running"; continue; }
@@ -92,7 +99,7 @@ for stage in "$@"; do
     fi
     ls -la ~/.cache/torch_extensions/*/*/*.so 2>/dev/null
     (cd ~/.cache && find torch_extensions -name '*.so' | tar cf - -T -) | xz -T16 -3 > "$W/ext.tar.xz" && split -b 15M "$W/ext.tar.xz" "$OUT/ext.tar.xz.part-"
-    cat "$W"/build-*.log "$W"/check.log "$W"/bench.log 2>/dev/null | tail -c 4000000 > "$OUT/logs.txt"
+    cat "$W"/build-*.log "$W"/check.log "$W"/vision.log "$W"/bench.log 2>/dev/null | tail -c 4000000 > "$OUT/logs.txt"
     ls -la "$OUT"
     ;;
   esac
