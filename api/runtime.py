@@ -111,7 +111,7 @@ class Runtime:
         """How many tokens an image takes for a vision model, read once from its processor files."""
         rule = self._image_token_rules.get(spec.id)
         if rule is None:
-            rule = self._image_token_rules[spec.id] = image_token_rule(spec.weights.resolve())
+            rule = self._image_token_rules[spec.id] = image_token_rule(spec.weights.resolve(), spec.engine)
         return rule
 
     def prepare_tokenizers(self) -> None:

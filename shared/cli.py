@@ -67,7 +67,8 @@ def release() -> None:
     registry = ModelRegistry.load(settings.models_file)
     for spec in registry:
         path = prepare_tokenizer(spec.tokenizer, settings.cache_dir)
-        images = f" images={image_token_rule(spec.weights.resolve()).describe()!r}" if spec.supports("vision") else ""
+        images = f" images={image_token_rule(spec.weights.resolve(), spec.engine).describe()!r}" \
+            if spec.supports("vision") else ""
         print(f"{spec.id}: engine={spec.engine} context={spec.context_length} tokenizer={path}{images}")
 
 

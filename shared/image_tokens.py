@@ -17,6 +17,8 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Sequence
 
+from shared.registry import VISION_MODEL_TYPES
+
 
 class UnsupportedVisionModel(ValueError):
     """The model's architecture or processor configuration has no image-token rule here."""
@@ -190,8 +192,9 @@ RULES = {"llava": FixedImageTokens.for_llava, "gemma3": FixedImageTokens.for_gem
          "qwen2_vl": PatchGridImageTokens.for_qwen2_vl, "qwen2_5_vl": PatchGridImageTokens.for_qwen2_vl}
 
 
-def image_token_rule(directory: Path) -> ImageTokenRule:
-    """The rule of the model in `directory` (a Hugging Face model directory with its processor files)."""
+def image_token_rule(directory: Path, engine: str | None = None) -> ImageTokenRule:
+    """The rule of the model in `directory` (a Hugging Face model directory with its processor files),
+    if `engine` (when given) serves images for its architecture."""
     directory = Path(directory)
     config = _read_json(directory / "config.json")
     if config is None:
@@ -200,6 +203,10 @@ def image_token_rule(directory: Path) -> ImageTokenRule:
     if model_type not in RULES:
         raise UnsupportedVisionModel(f"no image-token rule for model type {model_type!r} (supported: "
                                      f"{', '.join(sorted(RULES))})")
+    served = VISION_MODEL_TYPES.get(engine, frozenset()) if engine is not None else RULES
+    if model_type not in served:
+        raise UnsupportedVisionModel(f"the {engine} engine serves images for model types "
+                                     f"{', '.join(sorted(served)) or 'none'}; this model is {model_type!r}")
     processor = _read_json(directory / "processor_config.json") or {}
     # transformers 5 keeps the image processor's settings inside processor_config.json; older
     # checkpoints have them in preprocessor_config.json.

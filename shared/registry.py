@@ -11,9 +11,11 @@ from typing import Any, Iterator
 
 CAPABILITIES = frozenset({"chat", "tools", "json", "vision", "embeddings", "reasoning"})
 ENGINES = frozenset({"llamacpp", "transformers", "benchmark", "exllamav3", "exllamav2", "sentence-transformers"})
-# Engines that put images into a prompt: those whose Engine class sets `accepts_images` (a worker
-# also checks the class at start-up, and the engine the model's architecture when it loads it).
-VISION_ENGINES = frozenset({"transformers", "exllamav3"})
+# The architectures (config.json's model_type) each engine puts images into a prompt for; other
+# engines take no images. The engine classes that set `accepts_images` are these (a test checks),
+# and `llamagate release`, the API and a worker at start refuse a vision model of another type.
+VISION_MODEL_TYPES = {"transformers": frozenset({"llava"}), "exllamav3": frozenset({"gemma3", "qwen2_5_vl"})}
+VISION_ENGINES = frozenset(VISION_MODEL_TYPES)
 MICRO_DOLLARS_PER_DOLLAR = 1_000_000
 
 

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 class ExLlamaV3Engine(PagedGeneratorEngine):
     name = "exllamav3"
-    accepts_images = True  # for models with the vision capability (exllamav3_vision.MODEL_TYPES)
+    accepts_images = True  # for the architectures in shared.registry.VISION_MODEL_TYPES
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

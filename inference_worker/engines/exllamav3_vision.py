@@ -17,16 +17,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from inference_worker.engines.base import EngineRequest, Prompt
-from inference_worker.engines.vision_checks import check_feature_counts, check_template, require_model_type
+from inference_worker.engines.vision_checks import check_feature_counts, check_template
 from shared.chat_tokenizer import ChatTokenizer
 from shared.errors import InvalidRequestError, ServerError
 from shared.image_tokens import ImageTokenRule, image_token_rule
 from shared.images import DecodedImage
 
 log = logging.getLogger(__name__)
-
-# Architectures that ExLlamaV3 1.6 encodes images for and that LlamaGate has an image-token rule for.
-MODEL_TYPES = frozenset({"gemma3", "qwen2_5_vl"})
 
 
 def splice_features(ids: Sequence[int], image_token_id: int, features: Sequence[range]) -> list[int]:
@@ -60,8 +57,7 @@ class ExLlamaV3Vision:
     def load(cls, config: Any, directory: Path, tokenizer: ChatTokenizer, library_tokenizer: Any) -> "ExLlamaV3Vision":
         from exllamav3 import Model
 
-        require_model_type(directory, MODEL_TYPES, "exllamav3")
-        rule = image_token_rule(directory)
+        rule = image_token_rule(directory, "exllamav3")
         check_template(tokenizer, rule)
         encoder = Model.from_config(config, component="vision")
         encoder.load()

@@ -1,16 +1,14 @@
 """Start-up checks every engine with vision runs before serving a model with images.
 
 A vision model is served only where LlamaGate can count its image tokens ahead (the API charges
-for them before a job is queued): the engine must know the architecture, the chat template must
-place images where the messages have them, and the engine's own image encoder must produce as
-many image tokens as the API's rule counts.
+for them before a job is queued): the engine must serve the architecture (image_token_rule with the
+engine's name checks that), the chat template must place images where the messages have them, and
+the engine's own image encoder must produce as many image tokens as the API's rule counts.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Callable, Collection
+from typing import Callable
 
 from PIL import Image
 
@@ -20,15 +18,6 @@ from shared.images import DecodedImage
 
 # Two shapes unlike each other (landscape, tall and odd-sized) that every supported rule accepts.
 PROBE_SIZES = ((640, 480), (97, 311))
-
-
-def require_model_type(directory: Path, supported: Collection[str], engine: str) -> str:
-    """The model's type (config.json's model_type), if this engine serves that architecture with images."""
-    model_type = json.loads((Path(directory) / "config.json").read_text()).get("model_type")
-    if model_type not in supported:
-        raise RuntimeError(f"the {engine} engine serves images for model types {', '.join(sorted(supported))}; "
-                           f"this model is {model_type!r}")
-    return model_type
 
 
 def check_template(tokenizer: ChatTokenizer, rule: ImageTokenRule) -> None:

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 import torch
 
 from inference_worker.engines.base import Prompt
-from inference_worker.engines.vision_checks import check_template, probe_images, require_model_type
+from inference_worker.engines.vision_checks import check_template, probe_images
 from shared.chat_tokenizer import ChatTokenizer
 from shared.image_tokens import ImageTokenRule, image_token_rule
 from shared.images import DecodedImage
@@ -19,9 +19,6 @@ log = logging.getLogger(__name__)
 
 # Keys of the processor's output that are not prefill inputs of the model.
 TEXT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
-# Architectures whose prefill this engine's batching is tested with (Qwen2-VL's 3-D positions and
-# Gemma 3's image attention would need more than pixel values in a left-padded batch).
-MODEL_TYPES = frozenset({"llava"})
 
 
 class VisionPrompts:
@@ -34,8 +31,8 @@ class VisionPrompts:
     def load(cls, directory: Path, tokenizer: ChatTokenizer) -> "VisionPrompts":
         from transformers import AutoProcessor
 
-        require_model_type(directory, MODEL_TYPES, "transformers")
-        prompts = cls(AutoProcessor.from_pretrained(str(directory)), image_token_rule(directory), tokenizer)
+        rule = image_token_rule(directory, "transformers")
+        prompts = cls(AutoProcessor.from_pretrained(str(directory)), rule, tokenizer)
         check_template(tokenizer, prompts.rule)
         prompts.check_rule()
         return prompts

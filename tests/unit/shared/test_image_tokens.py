@@ -153,6 +153,19 @@ def test_gemma3_checkpoints_it_cannot_count_are_refused(tmp_path, change, messag
         image_token_rule(checkpoint(tmp_path, **files))
 
 
+@pytest.mark.parametrize("engine, files, refused", [
+    ("transformers", LLAVA_15, GEMMA3), ("exllamav3", GEMMA3, LLAVA_15), ("exllamav3", QWEN25_VL, LLAVA_15),
+    ("llamacpp", None, LLAVA_15),
+])
+def test_a_rule_is_given_only_for_an_architecture_its_engine_serves_images_for(tmp_path, engine, files, refused):
+    if files is not None:
+        assert image_token_rule(checkpoint(tmp_path / "served", **files), engine).feature_tokens(640, 480) > 0
+    model_type = refused["config"]["model_type"]
+    with pytest.raises(UnsupportedVisionModel, match=f"the {engine} engine serves images for model types "
+                                                     f".*; this model is '{model_type}'"):
+        image_token_rule(checkpoint(tmp_path / "refused", **refused), engine)
+
+
 SIZES = [(640, 480), (97, 311), (28, 28), (30, 29), (1920, 1080), (5000, 30), (4032, 3024), (333, 57)]
 
 
