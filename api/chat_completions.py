@@ -59,13 +59,15 @@ def start_chat_completion(runtime: Runtime, request: ChatCompletionRequest, requ
     if request.n > settings.max_choices:
         raise InvalidRequestError(f"Invalid 'n': at most {settings.max_choices} choices per request.", param="n")
     plan = plan_output(request, spec)
-    image_input = load_request_images(request.messages, spec, settings, runtime.image_fetcher)
+    meter = meter_for(spec) if meter_for else None
+    # A key over its limits gets its 429 before this server fetches anything for it.
+    image_input = load_request_images(request.messages, spec, settings, runtime.image_fetcher,
+                                      before_fetching=meter.precheck if meter else None)
     prompt_tokens = count_prompt_tokens(runtime, spec, image_input.messages, plan.tools, image_input.images)
     max_tokens = resolve_max_tokens(spec, prompt_tokens, request.max_tokens, settings.default_max_tokens)
     await_live_worker(runtime, spec.id)  # after the checks that cannot pass by waiting
     if not runtime.router.wait_subscribed(1.0):
         raise ServiceUnavailableError("The token stream is unavailable (Redis); please retry.")
-    meter = meter_for(spec) if meter_for else None
     if meter:
         meter.admit(prompt_tokens, request.n * max_tokens,
                      lifetime=settings.queue_timeout + settings.generation_timeout)

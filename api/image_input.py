@@ -45,14 +45,22 @@ class RequestImage:
 
 
 @dataclass(frozen=True)
+class ImageLoader:
+    load: Callable[[], tuple[bytes, CheckedImage]]
+    fetches: bool  # goes to the network
+
+
+@dataclass(frozen=True)
 class ImageInput:
     messages: tuple[dict[str, Any], ...]  # image parts replaced by {"type": "image"}
     images: tuple[RequestImage, ...] = ()
 
 
 def load_request_images(messages: list[dict[str, Any]], spec: ModelSpec, settings: Settings,
-                        fetcher: Optional[ImageFetcher] = None) -> ImageInput:
-    """Check and load every image of a conversation; raises InvalidRequestError naming the part."""
+                        fetcher: Optional[ImageFetcher] = None,
+                        before_fetching: Optional[Callable[[], None]] = None) -> ImageInput:
+    """Check and load every image of a conversation; raises InvalidRequestError naming the part.
+    `before_fetching` runs once, after the checks that need no I/O, if an image is to be fetched."""
     found = [(f"messages[{m}].content[{p}]", part)
              for m, message in enumerate(messages) for p, part in image_parts(message.get("content"))]
     if not found:
@@ -66,7 +74,9 @@ def load_request_images(messages: list[dict[str, Any]], spec: ModelSpec, setting
                                   code="too_many_images")
     limits = ImageLimits(settings.image_max_bytes, settings.image_max_pixels)
     loaders = [_loader(param, part["image_url"]["url"], limits, settings, fetcher) for param, part in found]
-    decoded = _run_all(loaders)
+    if before_fetching is not None and any(loader.fetches for loader in loaders):
+        before_fetching()
+    decoded = _run_all([loader.load for loader in loaders])
     images = tuple(RequestImage(data, image.media_type, image.width, image.height,
                                 part["image_url"].get("detail", "auto"), param)
                    for (param, part), (data, image) in zip(found, decoded))
@@ -74,13 +84,13 @@ def load_request_images(messages: list[dict[str, Any]], spec: ModelSpec, setting
 
 
 def _loader(param: str, url: str, limits: ImageLimits, settings: Settings,
-            fetcher: Optional[ImageFetcher]) -> Callable[[], tuple[bytes, CheckedImage]]:
+            fetcher: Optional[ImageFetcher]) -> ImageLoader:
     """What loads one image; refusals that need no I/O happen now, in request order."""
     url_param = f"{param}.image_url.url"
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
     if scheme == "data":
         data = _data_url_bytes(url, limits.max_bytes, url_param)
-        return lambda: (data, _decode(data, limits, url_param))
+        return ImageLoader(lambda: (data, _decode(data, limits, url_param)), fetches=False)
     if scheme in ("http", "https"):
         if not settings.image_fetch_enabled or fetcher is None:
             raise InvalidRequestError("This server does not fetch image URLs; send the image as a base64 data URL "
@@ -92,7 +102,7 @@ def _loader(param: str, url: str, limits: ImageLimits, settings: Settings,
             except ImageError as exc:
                 raise InvalidRequestError(str(exc), param=url_param, code=exc.code) from None
             return fetched.data, _decode(fetched.data, limits, url_param)
-        return fetch_and_decode
+        return ImageLoader(fetch_and_decode, fetches=True)
     raise InvalidRequestError(f"Unsupported image URL scheme {scheme or url[:16]!r}: send a base64 data URL "
                               "(data:image/png;base64,...) or an http(s) URL.", param=url_param,
                               code="invalid_image_url")

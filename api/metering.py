@@ -57,6 +57,11 @@ class MeteredRequest:
         self.reserved = False
         self.prompt_tokens = 0
 
+    def precheck(self) -> None:
+        """429 now if the key could not be admitted even for one token (before work that admission
+        cannot size yet, such as fetching the request's images)."""
+        self.runtime.limiter.precheck(self.identity.fingerprint, limits_for(self.identity, self.runtime.settings))
+
     def admit(self, prompt_tokens: int, max_completion_tokens: int, lifetime: float) -> None:
         """Take the rate limits (429), then reserve the worst-case cost (402)."""
         self.prompt_tokens = prompt_tokens

@@ -1,7 +1,7 @@
 -- Admit one request under three limits at once, or refuse it without touching any budget.
 -- KEYS: 1 requests log, 2 tokens log, 3 concurrency leases (zset: request id -> lease expiry ms),
 --       4 tokens total (see window.lua)
--- ARGV: window_ms, rpm, tpm, concurrency, request_id, tokens, lease_ms
+-- ARGV: window_ms, rpm, tpm, concurrency, request_id, tokens, lease_ms, dry_run ('1': judge only, take nothing)
 -- Returns {verdict, remaining_requests, remaining_tokens, reset_requests_ms, reset_tokens_ms,
 --          retry_after_ms, running}; verdict: ok | requests | tokens | concurrency | never
 local window = tonumber(ARGV[1])
@@ -41,7 +41,7 @@ elseif running >= concurrency then
   verdict = 'concurrency'
 end
 
-if verdict == 'ok' then
+if verdict == 'ok' and ARGV[8] ~= '1' then
   redis.call('ZADD', KEYS[1], now, request_id)
   redis.call('ZADD', KEYS[2], now, request_id .. '|' .. tokens)
   redis.call('ZADD', KEYS[3], lease_expiry, request_id)

@@ -102,19 +102,32 @@ class RateLimiter:
         """Take a request and its estimated tokens from the key's budgets, or raise RateLimitError
         (429, with Retry-After) naming the limit. Fails closed: 503 while Redis is unreachable."""
         try:
-            verdict, requests_left, tokens_left, reset_requests, reset_tokens, retry_ms, running = self._admit(
-                keys=redis_keys(key), args=[self.window_ms, limits.requests, limits.tokens, limits.concurrency,
-                                          request_id, tokens, self.lease_ms])
+            state = self._judge(key, request_id, tokens, limits, dry_run=False)
         except redis.RedisError as exc:
             log.error("rate limiter unavailable; refusing the request", extra={"error": repr(exc)})
             raise ServiceUnavailableError("The rate limiter is unavailable; please retry shortly.") from None
+        lease = Lease(self, key, request_id, tokens, state)
+        self.running[request_id] = lease
+        return lease
+
+    def precheck(self, key: str, limits: Limits) -> None:
+        """Raise the RateLimitError that admitting a one-token request would raise now, taking
+        nothing: for work done before admission (fetching images) that a key over its limits must
+        not get. Redis being unreachable is left to admit(), which fails closed."""
+        try:
+            self._judge(key, "", 1, limits, dry_run=True)
+        except redis.RedisError:
+            pass
+
+    def _judge(self, key: str, request_id: str, tokens: int, limits: Limits, dry_run: bool) -> LimitState:
+        verdict, requests_left, tokens_left, reset_requests, reset_tokens, retry_ms, running = self._admit(
+            keys=redis_keys(key), args=[self.window_ms, limits.requests, limits.tokens, limits.concurrency,
+                                      request_id, tokens, self.lease_ms, "1" if dry_run else "0"])
         verdict = verdict.decode() if isinstance(verdict, bytes) else verdict
         state = LimitState(limits, int(requests_left), int(tokens_left), int(reset_requests), int(reset_tokens))
         if verdict != "ok":
             raise refusal(verdict, state, tokens, int(retry_ms), int(running))
-        lease = Lease(self, key, request_id, tokens, state)
-        self.running[request_id] = lease
-        return lease
+        return state
 
     def peek(self, key: str, limits: Limits) -> Optional[LimitState]:
         """The key's budgets without taking anything; None if Redis cannot say."""

@@ -241,6 +241,17 @@ def test_the_same_image_is_fetched_where_its_address_is_allowed(loopback_web, ma
     assert image_server.requests == ["/image.png"]
 
 
+def test_a_key_over_its_rate_limit_is_refused_before_anything_is_fetched(loopback_web, make_openai_client,
+                                                                          image_server):
+    account = loopback_web.create_account(rate_limit_requests=1)
+    client = make_openai_client(loopback_web, api_key=account.api_key, max_retries=0)
+    client.chat.completions.create(model=VLM, messages=ask(data_url(RED_SQUARE)), max_tokens=1)
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.chat.completions.create(model=VLM, messages=ask(image_server.url("/image.png")), max_tokens=1)
+    assert caught.value.body["type"] == "requests"
+    assert image_server.requests == []
+
+
 def test_fetched_content_is_checked_where_the_address_is_allowed(loopback_web, make_openai_client, image_server):
     client = make_openai_client(loopback_web, max_retries=0)
     assert "'text/html'" in refusal(client, ask(image_server.url("/page.html"))).body["message"]

@@ -169,3 +169,33 @@ def test_the_tokens_total_is_rebuilt_if_it_was_lost(limiter, key, redis_client):
     redis_client.delete(redis_keys(key)[3])
     assert limiter.peek(key, LIMITS).remaining_tokens == 400
     assert refused(limiter, key, tokens=500).type == "tokens"
+
+
+def test_a_precheck_refuses_as_admission_would_and_takes_nothing(limiter, key):
+    limiter.precheck(key, LIMITS)  # a fresh key passes
+    leases = [admit(limiter, key, release=False) for _ in range(3)]
+    with pytest.raises(RateLimitError) as caught:
+        limiter.precheck(key, LIMITS)
+    assert caught.value.type == "concurrency"
+    leases[0].release()
+    limiter.precheck(key, LIMITS)
+    state = limiter.peek(key, LIMITS)
+    assert (state.remaining_requests, state.remaining_tokens) == (2, 970)  # the prechecks took nothing
+    admit(limiter, key), admit(limiter, key)
+    with pytest.raises(RateLimitError) as caught:
+        limiter.precheck(key, LIMITS)
+    assert caught.value.type == "requests" and int(caught.value.headers["retry-after-ms"]) > 0
+
+
+def test_a_precheck_refuses_a_key_without_a_token_left(limiter, key):
+    admit(limiter, key, tokens=1000)
+    with pytest.raises(RateLimitError) as caught:
+        limiter.precheck(key, LIMITS)
+    assert caught.value.type == "tokens"
+
+
+def test_a_precheck_leaves_an_unreachable_redis_to_admission(key):
+    dead = RateLimiter(redis.Redis(port=1, socket_connect_timeout=0.2), window_seconds=2.0, lease_seconds=30.0)
+    dead.precheck(key, LIMITS)  # no error here: admit() answers 503
+    with pytest.raises(ServiceUnavailableError):
+        dead.admit(key, uuid.uuid4().hex, 1, LIMITS)

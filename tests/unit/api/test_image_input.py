@@ -12,7 +12,7 @@ from PIL import Image
 
 from api.image_fetch import FetchedImage, FetchError
 from api.image_input import load_request_images
-from shared.errors import InvalidRequestError
+from shared.errors import InvalidRequestError, RateLimitError
 from shared.settings import Settings
 
 
@@ -53,9 +53,9 @@ class FakeFetcher:
         return FetchedImage(self.answer, "image/png", url)
 
 
-def refusal(messages, spec, settings, fetcher=None) -> InvalidRequestError:
+def refusal(messages, spec, settings, fetcher=None, before_fetching=None) -> InvalidRequestError:
     with pytest.raises(InvalidRequestError) as caught:
-        load_request_images(messages, spec, settings, fetcher)
+        load_request_images(messages, spec, settings, fetcher, before_fetching)
     assert caught.value.status == 400
     return caught.value
 
@@ -172,4 +172,30 @@ def test_with_fetching_off_an_http_url_is_refused_and_not_fetched(vision_spec):
 def test_the_first_bad_image_in_request_order_is_reported(vision_spec, settings):
     good, bad = image_part(data_url(encoded())), image_part("data:image/png;base64,AAAA")
     error = refusal([user(good, bad), user(bad)], vision_spec, settings)
+    assert error.param == "messages[0].content[1].image_url.url"
+
+
+def test_the_hook_before_fetching_runs_once_before_any_fetch_and_can_stop_them_all(vision_spec, settings):
+    fetcher = FakeFetcher(encoded())
+    seen: list[list[str]] = []
+    parts = [image_part(data_url(encoded())), image_part("https://a.example/1.png"), image_part("https://b.example/2.png")]
+    load_request_images([user(*parts)], vision_spec, settings, fetcher, before_fetching=lambda: seen.append(
+        list(fetcher.urls)))
+    assert seen == [[]] and len(fetcher.urls) == 2
+
+    def over_the_limit():
+        raise RateLimitError("Rate limit reached: 60 requests per window.", type_="requests")
+    fetcher.urls.clear()
+    with pytest.raises(RateLimitError):
+        load_request_images([user(*parts)], vision_spec, settings, fetcher, before_fetching=over_the_limit)
+    assert fetcher.urls == []
+
+
+def test_the_hook_before_fetching_is_skipped_without_a_url_to_fetch_or_after_a_refusal(vision_spec, settings):
+    def must_not_run():
+        raise AssertionError("nothing is fetched")
+    load_request_images([user(image_part(data_url(encoded())))], vision_spec, settings, FakeFetcher(encoded()),
+                        before_fetching=must_not_run)
+    error = refusal([user(image_part("https://a.example/1.png"), image_part("ftp://b.example/2.png"))],
+                    vision_spec, settings, FakeFetcher(encoded()), must_not_run)
     assert error.param == "messages[0].content[1].image_url.url"
