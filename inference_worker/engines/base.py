@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, Protocol, Sequence
 
 from broker.contracts import SamplingParams
 from shared.chat_tokenizer import ChatTokenizer
@@ -50,15 +50,23 @@ class ChoiceOutput:
     finish_reason: str | None = None  # "stop" or "length" once the choice has ended
 
 
+class PromptsWithImages(Protocol):
+    """What an engine with vision loads for a vision model: its prompts with images."""
+
+    def prompt(self, text: str, images: Sequence[DecodedImage]) -> Prompt:
+        """The prompt for rendered `text` (a placeholder where each image goes) and its images."""
+
+
 class Engine(ABC):
     name: ClassVar[str]
-    accepts_images: ClassVar[bool] = False  # engines whose `prompt` builds prompts with images set this
+    accepts_images: ClassVar[bool] = False  # engines that load a `vision` for vision models set this
 
     def __init__(self, spec: ModelSpec, settings: Settings, tokenizer: ChatTokenizer):
         self.spec = spec
         self.settings = settings
         self.tokenizer = tokenizer
         self.max_sequences = settings.max_batch_size
+        self.vision: PromptsWithImages | None = None  # set by load() for a vision model
 
     @abstractmethod
     def load(self) -> None:
@@ -72,12 +80,16 @@ class Engine(ABC):
     def prompt(self, messages: tuple[dict[str, Any], ...], tools: tuple[dict[str, Any], ...] = (),
                images: Sequence[DecodedImage] = ()) -> Prompt:
         """The prompt for a conversation with its images (in the order of its {"type": "image"} parts).
-        Raises ValueError for what the engine cannot take; engines with vision override this.
-        Called from the actors' threads, several at once: it may read the tokenizer and processor,
-        never the running batch."""
-        if images:
-            raise ValueError(f"The {self.name} engine does not accept images.")
-        return Prompt(self.prompt_ids(messages, tools))
+        Raises ValueError for what the engine cannot take. Called from the actors' threads, several
+        at once: it may read the tokenizer and processor, never the running batch."""
+        if self.vision is None:
+            if images:
+                raise ValueError(f"The {self.name} engine does not accept images for {self.spec.id}.")
+            return Prompt(self.prompt_ids(messages, tools))
+        # Vision models' templates take every message as content parts, with images or without.
+        if not images:
+            return Prompt(self.tokenizer.prompt_ids(messages, tools, content_parts=True))
+        return self.vision.prompt(self.tokenizer.render(messages, tools, content_parts=True), images)
 
     @abstractmethod
     def add(self, request: EngineRequest) -> None:

@@ -13,16 +13,14 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from typing import Any, Sequence
 
 import torch
 
 from inference_worker.constraints import TokenConstraint
-from inference_worker.engines.base import EngineRequest, Prompt
+from inference_worker.engines.base import EngineRequest
 from inference_worker.engines.exllamav3_vision import ExLlamaV3Vision
 from inference_worker.engines.gpu import require_cuda
 from inference_worker.engines.paged_generator import PagedGeneratorEngine
-from shared.images import DecodedImage
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +28,7 @@ log = logging.getLogger(__name__)
 class ExLlamaV3Engine(PagedGeneratorEngine):
     name = "exllamav3"
     accepts_images = True  # for the architectures in shared.registry.VISION_MODEL_TYPES
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.vision: ExLlamaV3Vision | None = None
+    vision: ExLlamaV3Vision | None
 
     def load(self) -> None:
         require_cuda(self.name, "exllamav3")
@@ -83,14 +78,6 @@ class ExLlamaV3Engine(PagedGeneratorEngine):
         if most_active < 2:
             raise RuntimeError("the ExLlamaV3 generator ran two jobs one after the other: paged attention is not "
                                "working on this GPU, and a worker must not serve one sequence at a time")
-
-    def prompt(self, messages: tuple[dict[str, Any], ...], tools: tuple[dict[str, Any], ...] = (),
-               images: Sequence[DecodedImage] = ()) -> Prompt:
-        if self.vision is None:
-            return super().prompt(messages, tools, images)
-        if not images:
-            return Prompt(self.tokenizer.prompt_ids(messages, tools, content_parts=True))
-        return self.vision.prompt(self.tokenizer.render(messages, tools, content_parts=True), images)
 
     def prepared(self, request: EngineRequest) -> EngineRequest:
         if request.model_inputs.get("images"):

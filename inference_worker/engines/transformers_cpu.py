@@ -16,17 +16,15 @@ import os
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Sequence
 
 import torch
 
 from inference_worker.constraints import GrammarCompiler, TokenConstraint, apply_masks
-from inference_worker.engines.base import ChoiceOutput, Engine, EngineRequest, Prompt
+from inference_worker.engines.base import ChoiceOutput, Engine, EngineRequest
 from inference_worker.engines.batch_cache import BatchCache, RowRef, prefill_inputs
 from inference_worker.engines.sampling import ChoiceSampler
 from inference_worker.engines.vision_prompts import VisionPrompts, can_join, concatenate_inputs
 from inference_worker.text_stream import TextStream
-from shared.images import DecodedImage
 
 log = logging.getLogger(__name__)
 
@@ -108,14 +106,6 @@ class TransformersEngine(Engine):
     @property
     def queued(self) -> int:
         return len(self._queue)
-
-    def prompt(self, messages: tuple[dict[str, Any], ...], tools: tuple[dict[str, Any], ...] = (),
-               images: Sequence[DecodedImage] = ()) -> Prompt:
-        if self.vision is None:
-            return super().prompt(messages, tools, images)
-        if not images:
-            return Prompt(self.tokenizer.prompt_ids(messages, tools, content_parts=True))
-        return self.vision.prompt(self.tokenizer.render(messages, tools, content_parts=True), images)
 
     def add(self, request: EngineRequest) -> None:
         self.grammars.constraint_for(request)  # compiles (and caches) now: a bad grammar fails here
