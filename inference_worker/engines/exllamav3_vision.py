@@ -67,8 +67,8 @@ class ExLlamaV3Vision:
         return vision
 
     def prompt(self, text: str, images: Sequence[DecodedImage]) -> Prompt:
-        """The prompt's ids with a run of image tokens per image, and the images to encode at admission.
-        Runs in an actor's thread: text only, nothing on the GPU."""
+        """The prompt's ids with a run of image tokens per image, and the images to encode once the
+        engine takes the request. Runs in an actor's thread: text only, nothing on the GPU."""
         expanded = self.rule.expand(text, [(image.width, image.height, "auto") for image in images])
         return Prompt(self.tokenizer.encode(expanded), {"images": tuple(images)})
 
