@@ -33,9 +33,11 @@ class ImageTokenRule(ABC):
         """The text an image's placeholder becomes (what the processor writes). Raises ValueError
         for an image the model cannot take (Qwen2-VL: a side under one patch grid cell)."""
 
+    @abstractmethod
     def feature_tokens(self, width: int, height: int, detail: str = "auto") -> int:
-        """How many image tokens (features of the vision tower) the image becomes."""
-        return self.image_text(width, height, detail).count(self.image_token)
+        """How many image tokens (features of the vision tower) the image becomes, computed without
+        building its text (the API checks every image of a request with it). Raises ValueError as
+        image_text does."""
 
     @abstractmethod
     def describe(self) -> str:
@@ -78,6 +80,9 @@ class FixedImageTokens(ImageTokenRule):
 
     def image_text(self, width: int, height: int, detail: str = "auto") -> str:
         return self.before + self.image_token * self.tokens_per_image + self.after
+
+    def feature_tokens(self, width: int, height: int, detail: str = "auto") -> int:
+        return self.tokens_per_image
 
     def describe(self) -> str:
         return f"{self.tokens_per_image:,} tokens per image"
@@ -152,8 +157,11 @@ class PatchGridImageTokens(ImageTokenRule):
         return w_bar, h_bar
 
     def image_text(self, width: int, height: int, detail: str = "auto") -> str:
+        return self.image_token * self.feature_tokens(width, height, detail)
+
+    def feature_tokens(self, width: int, height: int, detail: str = "auto") -> int:
         w_bar, h_bar = self.resized(width, height)
-        return self.image_token * ((w_bar // self.cell) * (h_bar // self.cell))
+        return (w_bar // self.cell) * (h_bar // self.cell)
 
     def describe(self) -> str:
         low, high = max(1, self.min_pixels // self.cell ** 2), self.max_pixels // self.cell ** 2
@@ -188,8 +196,9 @@ def _processed_size(image_processor: dict[str, Any]) -> tuple[int, int]:
                                  f"crop_size={crop!r})")
 
 
+# One per architecture some engine serves images for (shared.registry.VISION_MODEL_TYPES).
 RULES = {"llava": FixedImageTokens.for_llava, "gemma3": FixedImageTokens.for_gemma3,
-         "qwen2_vl": PatchGridImageTokens.for_qwen2_vl, "qwen2_5_vl": PatchGridImageTokens.for_qwen2_vl}
+         "qwen2_5_vl": PatchGridImageTokens.for_qwen2_vl}
 
 
 def image_token_rule(directory: Path, engine: str | None = None) -> ImageTokenRule:

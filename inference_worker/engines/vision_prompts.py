@@ -33,7 +33,7 @@ class VisionPrompts:
 
         rule = image_token_rule(directory, "transformers")
         prompts = cls(AutoProcessor.from_pretrained(str(directory)), rule, tokenizer)
-        check_template(tokenizer, prompts.rule)
+        check_template(tokenizer, rule)
         prompts.check_rule()
         return prompts
 

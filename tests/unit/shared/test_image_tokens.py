@@ -229,3 +229,10 @@ def test_qwen25_vls_rule_read_from_a_checkpoint_gives_the_model_one_token_per_fe
         with pytest.raises(ValueError):  # one image token too many is refused: the check above can fail
             model(input_ids=torch.tensor([ids[:3] + [ids[ids.index(tokenizer.token_id("<|image_pad|>"))]] + ids[3:]]),
                   pixel_values=pixels["pixel_values"], image_grid_thw=pixels["image_grid_thw"])
+
+
+def test_there_is_a_rule_for_every_architecture_an_engine_serves_images_for_and_no_other():
+    from shared.image_tokens import RULES
+    from shared.registry import VISION_MODEL_TYPES
+
+    assert set(RULES) == set().union(*VISION_MODEL_TYPES.values())
